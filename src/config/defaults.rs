@@ -1,0 +1,28 @@
+//! Named defaults, in one place: the config loader, `--help`, the example file and the README all
+//! quote these, so they cannot drift apart.
+
+use std::time::Duration;
+
+/// How often every address of every target is probed.
+pub const INTERVAL: Duration = Duration::from_secs(60);
+/// One attempt: TCP connect plus, for `check: ssh`, the identification line.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts before an address counts as failed.
+pub const ATTEMPTS: u32 = 3;
+/// Pause between two attempts at one address.
+pub const RETRY_DELAY: Duration = Duration::from_secs(10);
+/// Probes in flight, across all targets.
+pub const CONCURRENCY: usize = 256;
+/// Probes in flight against one target: low, so the audit never trips the server's `MaxStartups`.
+pub const PER_TARGET_CONCURRENCY: usize = 4;
+/// The service port probed when a target names none.
+pub const PORT: u16 = 22;
+/// DNS queries per resolver per refresh; pools answer each query with a subset.
+pub const DNS_QUERIES: u32 = 3;
+/// How long an address stays in the set after the last answer that contained it.
+pub const DNS_RETENTION: Duration = Duration::from_secs(3600);
+/// Port of the HTTP endpoint. 9100-9999 of Prometheus' exporter port list is fully allocated.
+pub const LISTEN_ADDRESS: &str = "0.0.0.0:10022";
+/// Most bytes read from a peer while waiting for its SSH identification line (RFC 4253 allows
+/// text lines before it; a peer that streams garbage must not grow memory).
+pub const MAX_BANNER_BYTES: usize = 8192;

@@ -1,0 +1,201 @@
+//! The configuration files as written: serde shapes only. Values that have a type (durations,
+//! addresses, prefixes, resolvers) are parsed here, so a bad one is reported at its own line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, de::Error as _};
+use serde_saphyr::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub global: RawGlobal,
+    pub targets: Vec<RawTarget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobal {
+    pub interval: Option<Spanned<HumanDuration>>,
+    pub timeout: Option<Spanned<HumanDuration>>,
+    pub attempts: Option<NonZeroU32>,
+    pub retry_delay: Option<HumanDuration>,
+    pub concurrency: Option<NonZeroUsize>,
+    pub per_target_concurrency: Option<NonZeroUsize>,
+    pub resolvers: Option<Spanned<Vec<ResolverSpec>>>,
+    pub whitelist: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub name: Spanned<String>,
+    pub host: Option<Spanned<String>>,
+    pub port: Option<NonZeroU16Port>,
+    pub check: Option<CheckKind>,
+    pub resolvers: Option<Spanned<Vec<ResolverSpec>>>,
+    pub address_families: Option<Spanned<Vec<AddressFamily>>>,
+    pub dns_queries: Option<NonZeroU32>,
+    pub dns_retention: Option<HumanDuration>,
+    #[serde(rename = "static")]
+    pub static_addresses: Option<Vec<HostAddress>>,
+    pub whitelist: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWhitelist {
+    pub allow: Vec<RawAllow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    pub addresses: Spanned<Vec<Spanned<Prefix>>>,
+    pub ports: Spanned<Vec<NonZeroU16Port>>,
+    pub target: Option<Spanned<String>>,
+    pub comment: Option<String>,
+}
+
+/// What a target's probe checks on top of the TCP handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// TCP connect, then a valid SSH identification line from the server.
+    Ssh,
+    /// TCP connect only.
+    Tcp,
+}
+
+/// Which DNS record types a target asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressFamily {
+    Ipv4,
+    Ipv6,
+}
+
+/// A humantime duration string: `30s`, `5m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map(Self).map_err(|err| {
+            D::Error::custom(format!(
+                "invalid duration `{text}` ({err}): write a number with a unit, like 500ms, 30s, 5m or 1h"
+            ))
+        })
+    }
+}
+
+/// A TCP port, 1 to 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonZeroU16Port(pub u16);
+
+impl<'de> Deserialize<'de> for NonZeroU16Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        match u16::try_from(value) {
+            Ok(port) if port > 0 => Ok(Self(port)),
+            _ => Err(D::Error::custom(format!(
+                "invalid port {value}: a port is a number from 1 to 65535"
+            ))),
+        }
+    }
+}
+
+/// Where DNS questions go: the system's resolv.conf, or one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolverSpec {
+    System,
+    Server(SocketAddr),
+}
+
+impl ResolverSpec {
+    /// Parses `system`, `IP`, `IP:PORT` or `[IPv6]:PORT` (port 53 when absent).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "system" {
+            return Ok(Self::System);
+        }
+        if let Ok(socket) = text.parse::<SocketAddr>() {
+            return Ok(Self::Server(socket));
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Self::Server(SocketAddr::new(ip, 53)));
+        }
+        Err(format!(
+            "invalid resolver `{text}`: write `system`, an IP address, IP:PORT or [IPv6]:PORT"
+        ))
+    }
+}
+
+impl std::fmt::Display for ResolverSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::System => f.write_str("system"),
+            Self::Server(socket) => write!(f, "{socket}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ResolverSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(D::Error::custom)
+    }
+}
+
+/// A whitelist address or prefix; a bare address is a host prefix (/32, /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix(pub IpNet);
+
+impl Prefix {
+    /// Parses `198.51.100.7`, `198.51.100.0/28` or `2001:db8::/64`, refusing host bits.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Self(IpNet::from(ip)));
+        }
+        let net: IpNet = text.parse().map_err(|_| {
+            format!("invalid address or CIDR `{text}`: write 198.51.100.7, 198.51.100.0/28 or 2001:db8::/64")
+        })?;
+        if net.trunc() != net {
+            // A firewall would silently mask these bits; a typo in the mask is likelier than intent.
+            return Err(format!(
+                "`{text}` has host bits set: did you mean {}?",
+                net.trunc()
+            ));
+        }
+        Ok(Self(net))
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(D::Error::custom)
+    }
+}
+
+/// A single address: `198.51.100.7`, or the host prefixes `198.51.100.7/32`, `2001:db8::7/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostAddress(pub IpAddr);
+
+impl<'de> Deserialize<'de> for HostAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let prefix = Prefix::parse(&text).map_err(D::Error::custom)?;
+        if prefix.0.prefix_len() != prefix.0.max_prefix_len() {
+            return Err(D::Error::custom(format!(
+                "`{text}` is a prefix: `static` takes single addresses (198.51.100.7)"
+            )));
+        }
+        Ok(Self(prefix.0.addr()))
+    }
+}

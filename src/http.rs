@@ -1,0 +1,64 @@
+//! The HTTP endpoints, Prometheus-style: `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::{ReloadRequest, Shared};
+
+#[derive(Clone)]
+struct Web {
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    reloads: mpsc::Sender<ReloadRequest>,
+}
+
+/// The router for the daemon's endpoints.
+pub fn router(shared: Arc<Shared>, registry: Registry, reloads: mpsc::Sender<ReloadRequest>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "Healthy.\n" }))
+        .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload))
+        .with_state(Web { shared, registry: Arc::new(registry), reloads })
+}
+
+async fn index() -> Html<&'static str> {
+    Html(
+        "<html><head><title>whitelist-audit</title></head><body><h1>whitelist-audit</h1>\
+         <p><a href=\"/metrics\">Metrics</a> &middot; <a href=\"/-/healthy\">Health</a> &middot; \
+         <a href=\"/-/ready\">Ready</a></p></body></html>",
+    )
+}
+
+async fn metrics(State(web): State<Web>) -> Response {
+    let body = crate::metrics::render(&web.registry);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
+async fn ready(State(web): State<Web>) -> Response {
+    if web.shared.is_ready() {
+        (StatusCode::OK, "Ready.\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Not ready: the first sweep has not finished.\n").into_response()
+    }
+}
+
+async fn reload(State(web): State<Web>) -> Response {
+    let (reply, outcome) = oneshot::channel();
+    if web.reloads.send(reply).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match outcome.await {
+        Ok(Ok(())) => (StatusCode::OK, "Reloaded.\n").into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}

@@ -1,0 +1,191 @@
+//! `check`'s output: a table a person reads at a glance, or JSON for scripts. Both render the
+//! same report as `/metrics`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::audit::{AddressReport, Finding, Report};
+use crate::probe::ProbeState;
+
+/// What `check` prints as JSON.
+#[derive(Debug, Serialize)]
+pub struct JsonReport<'a> {
+    pub addresses: Vec<&'a AddressReport>,
+    pub targets: Vec<JsonTarget<'a>>,
+    pub whitelist_entries: &'a [crate::whitelist::EntryUsage],
+    pub summary: Summary,
+}
+
+/// One target's sources and counts, in the JSON output.
+#[derive(Debug, Serialize)]
+pub struct JsonTarget<'a> {
+    pub target: &'a str,
+    pub port: u16,
+    pub sources: &'a [crate::discovery::SourceReport],
+    pub counts: &'a crate::audit::Counts,
+}
+
+/// Totals over every target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub targets: usize,
+    pub addresses: usize,
+    pub open: usize,
+    pub not_open: usize,
+    pub findings: usize,
+    pub blocked: usize,
+    pub missing: usize,
+    pub undeclared: usize,
+    pub stale: usize,
+    /// Sources whose refresh failed: their addresses may be missing from the audit.
+    pub failed_sources: usize,
+    /// Targets with no address at all to probe.
+    pub empty_targets: usize,
+}
+
+impl Summary {
+    /// Totals of `report`.
+    pub fn of(report: &Report) -> Self {
+        let mut summary = Self { targets: report.targets.len(), ..Self::default() };
+        for target in &report.targets {
+            summary.addresses += target.addresses.len();
+            summary.failed_sources += target.sources.iter().filter(|s| s.up == Some(false)).count();
+            if target.addresses.is_empty() {
+                summary.empty_targets += 1;
+            }
+            for address in &target.addresses {
+                match address.probe.as_ref().map(|p| p.state) {
+                    Some(ProbeState::Open) => summary.open += 1,
+                    Some(_) => summary.not_open += 1,
+                    None => {}
+                }
+                match address.finding {
+                    Some(Finding::Blocked) => summary.blocked += 1,
+                    Some(Finding::Missing) => summary.missing += 1,
+                    Some(Finding::Undeclared) => summary.undeclared += 1,
+                    Some(Finding::Stale) => summary.stale += 1,
+                    None => {}
+                }
+            }
+        }
+        summary.findings = summary.blocked + summary.missing + summary.undeclared + summary.stale;
+        summary
+    }
+
+    /// Whether `check` should exit 0: no findings, no failed source, nothing empty.
+    pub fn is_clean(&self) -> bool {
+        self.findings == 0 && self.failed_sources == 0 && self.empty_targets == 0
+    }
+}
+
+/// The report as pretty JSON.
+pub fn json(report: &Report) -> String {
+    let view = JsonReport {
+        addresses: report.targets.iter().flat_map(|t| &t.addresses).collect(),
+        targets: report
+            .targets
+            .iter()
+            .map(|t| JsonTarget { target: &t.target, port: t.port, sources: &t.sources, counts: &t.counts })
+            .collect(),
+        whitelist_entries: &report.whitelist_entries,
+        summary: Summary::of(report),
+    };
+    // Plain data with string keys: serialization cannot fail.
+    serde_json::to_string_pretty(&view).expect("report serializes") + "\n"
+}
+
+fn yes_no(value: Option<bool>) -> &'static str {
+    match value {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "-",
+    }
+}
+
+/// The report as an aligned table, a line per problem source, and a summary line.
+pub fn table(report: &Report) -> String {
+    let header = ["TARGET", "IP", "PORT", "PUBLISHED", "WHITELISTED", "STATE", "LATENCY", "ATTEMPTS", "FINDING", "DETAIL"];
+    let mut rows: Vec<[String; 10]> = Vec::new();
+    for address in report.targets.iter().flat_map(|t| &t.addresses) {
+        let (state, latency, attempts, detail) = match &address.probe {
+            Some(p) => (
+                p.state.as_label().to_string(),
+                format!("{:.0}ms", p.duration.as_secs_f64() * 1000.0),
+                p.attempts.to_string(),
+                if p.state == ProbeState::Open { p.detail.clone() } else { format!("{} ({})", p.detail, p.state.meaning()) },
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "not probed".into()),
+        };
+        rows.push([
+            address.target.clone(),
+            address.ip.to_string(),
+            address.port.to_string(),
+            yes_no(Some(address.published)).into(),
+            yes_no(address.whitelisted).into(),
+            state,
+            latency,
+            attempts,
+            address.finding.map_or("-", Finding::as_label).into(),
+            detail,
+        ]);
+    }
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<width$}  ", width = widths[i]);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    for target in &report.targets {
+        for source in target.sources.iter().filter(|s| s.up == Some(false)) {
+            let _ = writeln!(
+                out,
+                "warning: {} {} failed: {}",
+                target.target,
+                source.source,
+                source.last_error.as_deref().unwrap_or("unknown error")
+            );
+        }
+        if target.addresses.is_empty() {
+            let _ = writeln!(out, "warning: {} has no address to probe", target.target);
+        }
+    }
+    let s = Summary::of(report);
+    let _ = write!(
+        out,
+        "summary: {} addresses of {} target{}: {} open, {} not open; findings: {}",
+        s.addresses,
+        s.targets,
+        if s.targets == 1 { "" } else { "s" },
+        s.open,
+        s.not_open,
+        s.findings
+    );
+    if s.findings > 0 {
+        let parts: Vec<String> = [("blocked", s.blocked), ("missing", s.missing), ("undeclared", s.undeclared), ("stale", s.stale)]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(label, n)| format!("{n} {label}"))
+            .collect();
+        let _ = write!(out, " ({})", parts.join(", "));
+    }
+    out.push('\n');
+    out
+}
