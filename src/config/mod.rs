@@ -152,6 +152,9 @@ fn read(path: &Path, named_at: Option<(&Path, &Location, &str)>) -> Result<Strin
 
 /// Parses YAML into `T`, turning serde-saphyr's error into one that also names the key path.
 pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError::new(path, None, "the file is empty"));
+    }
     let mut key_path: Option<String> = None;
     let result = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
         serde_path_to_error::deserialize(deserializer).map_err(|err| {
@@ -178,8 +181,8 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
             file: path.to_path_buf(),
             position,
             key: key_path
-                .filter(|k| k != "." && !k.is_empty())
-                .map(|k| k.replace(".value", "")),
+                .map(|k| k.replace(".value", "").trim_end_matches(".?").to_string())
+                .filter(|k| k != "." && k != "?" && !k.is_empty()),
             message: message.replace(", set DuplicateKeyPolicy in Options if acceptable", ""),
             snippet,
         }
@@ -193,12 +196,10 @@ pub fn build(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let global = Global {
         interval: nonzero_duration(path, g.interval.as_ref(), "global.interval", defaults::INTERVAL)?,
         timeout: nonzero_duration(path, g.timeout.as_ref(), "global.timeout", defaults::TIMEOUT)?,
-        attempts: g.attempts.map_or(defaults::ATTEMPTS, |n| n.get()),
+        attempts: g.attempts.map_or(defaults::ATTEMPTS, |n| n.0),
         retry_delay: g.retry_delay.map_or(defaults::RETRY_DELAY, |d| d.0),
-        concurrency: g.concurrency.map_or(defaults::CONCURRENCY, |n| n.get()),
-        per_target_concurrency: g
-            .per_target_concurrency
-            .map_or(defaults::PER_TARGET_CONCURRENCY, |n| n.get()),
+        concurrency: g.concurrency.map_or(defaults::CONCURRENCY, |n| n.0 as usize),
+        per_target_concurrency: g.per_target_concurrency.map_or(defaults::PER_TARGET_CONCURRENCY, |n| n.0 as usize),
     };
     let global_resolvers = resolvers(path, g.resolvers.as_ref(), "global.resolvers")?
         .unwrap_or_else(|| vec![ResolverSpec::System]);
@@ -213,7 +214,7 @@ pub fn build(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let global_whitelist = g
         .whitelist
         .as_ref()
-        .map(|p| (normalize(base, p), "global.whitelist".to_string()));
+        .map(|p| (normalize(base, &p.value), ("global.whitelist".to_string(), p.referenced.clone())));
 
     for (index, t) in raw.targets.iter().enumerate() {
         let key = format!("targets[{index}]");
@@ -230,7 +231,7 @@ pub fn build(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
         let target = build_target(path, &key, t, &name, &global_resolvers)?;
-        let whitelist_path = t.whitelist.as_ref().map(|p| normalize(base, p));
+        let whitelist_path = t.whitelist.as_ref().map(|p| normalize(base, &p.value));
         match (&whitelist_path, &global_whitelist) {
             (Some(own), _) => register(&mut whitelist_files, own, Some(&name)),
             (None, Some((global, _))) => register(&mut whitelist_files, global, None),
@@ -245,14 +246,18 @@ pub fn build(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let names: BTreeSet<String> = targets.iter().map(|(t, _)| t.name.clone()).collect();
     let mut entries = Vec::new();
     for (file_index, (file, owners)) in whitelist_files.iter().enumerate() {
-        let named_at = targets
+        let (key, location) = raw
+            .targets
             .iter()
             .enumerate()
-            .find_map(|(i, (_, own))| (own.as_ref() == Some(file)).then(|| format!("targets[{i}].whitelist")))
-            .or_else(|| global_whitelist.as_ref().map(|(_, key)| key.clone()))
-            .unwrap_or_default();
+            .find_map(|(i, t)| {
+                let own = t.whitelist.as_ref()?;
+                (normalize(base, &own.value) == *file).then(|| (format!("targets[{i}].whitelist"), own.referenced.clone()))
+            })
+            .or_else(|| global_whitelist.as_ref().map(|(_, named)| named.clone()))
+            .expect("every whitelist file was named by a key");
         let text = std::fs::read_to_string(file).map_err(|err| {
-            ConfigError::new(path, Some(named_at), format!("cannot read whitelist `{}`: {err}", file.display()))
+            ConfigError::at(path, &location, key, format!("cannot read whitelist `{}`: {err}", file.display()))
         })?;
         let raw: RawWhitelist = parse_yaml(file, &text)?;
         for (i, allow) in raw.allow.iter().enumerate() {
@@ -393,7 +398,7 @@ fn build_target(
             .unwrap_or_else(|| global_resolvers.to_vec()),
         ipv4,
         ipv6,
-        dns_queries: t.dns_queries.map_or(defaults::DNS_QUERIES, |n| n.get()),
+        dns_queries: t.dns_queries.map_or(defaults::DNS_QUERIES, |n| n.0),
         dns_retention: t.dns_retention.map_or(defaults::DNS_RETENTION, |d| d.0),
         static_addresses,
         whitelist_file: None,

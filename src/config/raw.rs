@@ -2,7 +2,6 @@
 //! addresses, prefixes, resolvers) are parsed here, so a bad one is reported at its own line.
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,12 +22,12 @@ pub struct RawConfig {
 pub struct RawGlobal {
     pub interval: Option<Spanned<HumanDuration>>,
     pub timeout: Option<Spanned<HumanDuration>>,
-    pub attempts: Option<NonZeroU32>,
+    pub attempts: Option<Count>,
     pub retry_delay: Option<HumanDuration>,
-    pub concurrency: Option<NonZeroUsize>,
-    pub per_target_concurrency: Option<NonZeroUsize>,
+    pub concurrency: Option<Count>,
+    pub per_target_concurrency: Option<Count>,
     pub resolvers: Option<Spanned<Vec<ResolverSpec>>>,
-    pub whitelist: Option<PathBuf>,
+    pub whitelist: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,11 +39,11 @@ pub struct RawTarget {
     pub check: Option<CheckKind>,
     pub resolvers: Option<Spanned<Vec<ResolverSpec>>>,
     pub address_families: Option<Spanned<Vec<AddressFamily>>>,
-    pub dns_queries: Option<NonZeroU32>,
+    pub dns_queries: Option<Count>,
     pub dns_retention: Option<HumanDuration>,
     #[serde(rename = "static")]
     pub static_addresses: Option<Vec<HostAddress>>,
-    pub whitelist: Option<PathBuf>,
+    pub whitelist: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,11 +86,54 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map(Self).map_err(|err| {
+        humantime::parse_duration(&text).map(Self).map_err(|_| {
             D::Error::custom(format!(
-                "invalid duration `{text}` ({err}): write a number with a unit, like 500ms, 30s, 5m or 1h"
+                "invalid duration `{text}`: write a number with a unit, like 500ms, 30s, 5m or 1h"
             ))
         })
+    }
+}
+
+/// A whole number from `min` to `max`, with messages a person understands ("invalid u32" is not one).
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D, what: &'static str, min: u64, max: u64) -> Result<u64, D::Error> {
+    struct Visitor {
+        what: &'static str,
+        min: u64,
+        max: u64,
+    }
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}: a whole number from {} to {}", self.what, self.min, self.max)
+        }
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
+            if (self.min..=self.max).contains(&value) {
+                Ok(value)
+            } else {
+                Err(E::custom(format!("invalid {} {value}: write a whole number from {} to {}", self.what, self.min, self.max)))
+            }
+        }
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
+            match u64::try_from(value) {
+                Ok(value) => self.visit_u64(value),
+                Err(_) => Err(E::custom(format!("invalid {} {value}: write a whole number from {} to {}", self.what, self.min, self.max))),
+            }
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<u64, E> {
+            Err(E::custom(format!("invalid {} `{value}`: write a whole number from {} to {}", self.what, self.min, self.max)))
+        }
+    }
+    deserializer.deserialize_any(Visitor { what, min, max })
+}
+
+/// A count that must be at least 1 (attempts, concurrency, queries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub u32);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = whole_number(deserializer, "count", 1, 1_000_000)?;
+        Ok(Self(u32::try_from(value).expect("bounded above")))
     }
 }
 
@@ -101,13 +143,8 @@ pub struct NonZeroU16Port(pub u16);
 
 impl<'de> Deserialize<'de> for NonZeroU16Port {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = i64::deserialize(deserializer)?;
-        match u16::try_from(value) {
-            Ok(port) if port > 0 => Ok(Self(port)),
-            _ => Err(D::Error::custom(format!(
-                "invalid port {value}: a port is a number from 1 to 65535"
-            ))),
-        }
+        let value = whole_number(deserializer, "port", 1, 65535)?;
+        Ok(Self(u16::try_from(value).expect("bounded above")))
     }
 }
 
