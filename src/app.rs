@@ -121,8 +121,9 @@ fn log_changes(target: &str, before: &std::collections::BTreeSet<IpAddr>, after:
 }
 
 /// Probes every probed address of every target once. With `spread`, start times are spread evenly
-/// across it; without, probes start as fast as the concurrency bounds allow.
-async fn sweep(shared: Arc<Shared>, limits: Limits, spread: Option<Duration>) {
+/// across it; without, probes start as fast as the concurrency bounds allow. Sweeps may overlap
+/// (a dropped address outlives the interval), so only the first one decides readiness.
+async fn sweep(shared: Arc<Shared>, limits: Limits, spread: Option<Duration>, first: bool) {
     let started = Instant::now();
     let (config, work) = shared.with_state(|state| (Arc::clone(&state.config), interleave(state)));
     let total = work.len();
@@ -163,7 +164,9 @@ async fn sweep(shared: Arc<Shared>, limits: Limits, spread: Option<Duration>) {
     shared.update(|state| {
         state.sweep = SweepStatus { last_finished: Some(finished), last_duration: Some(started.elapsed()) };
     });
-    shared.ready.store(true, Ordering::Relaxed);
+    if first {
+        shared.ready.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Every probed address as (target index, ip), round-robin across targets so one large target
@@ -189,7 +192,7 @@ pub async fn check_once(config: Config) -> Report {
     let config = Arc::new(config);
     let shared = Shared::new(Arc::clone(&config));
     refresh(&shared).await;
-    sweep(Arc::clone(&shared), Limits::new(&config), None).await;
+    sweep(Arc::clone(&shared), Limits::new(&config), None, true).await;
     shared.with_state(State::report)
 }
 
@@ -202,6 +205,7 @@ pub async fn run(shared: Arc<Shared>, mut reloads: mpsc::Receiver<ReloadRequest>
     let mut config = shared.config();
     let mut limits = Limits::new(&config);
     let mut ticker = new_ticker(config.global.interval);
+    let mut first = true;
     loop {
         tokio::select! {
             () = &mut shutdown => return,
@@ -218,7 +222,8 @@ pub async fn run(shared: Arc<Shared>, mut reloads: mpsc::Receiver<ReloadRequest>
             _ = ticker.tick() => {}
         }
         refresh(&shared).await;
-        tokio::spawn(sweep(Arc::clone(&shared), limits.clone(), Some(config.global.interval)));
+        tokio::spawn(sweep(Arc::clone(&shared), limits.clone(), Some(config.global.interval), first));
+        first = false;
     }
 }
 

@@ -113,7 +113,7 @@ pub fn table(report: &Report) -> String {
                 p.state.as_label().to_string(),
                 format!("{:.0}ms", p.duration.as_secs_f64() * 1000.0),
                 p.attempts.to_string(),
-                if p.state == ProbeState::Open { p.detail.clone() } else { format!("{} ({})", p.detail, p.state.meaning()) },
+                if p.state == ProbeState::Open { p.detail.clone() } else { format!("{}: {}", p.state.meaning(), p.detail) },
             ),
             None => ("-".into(), "-".into(), "-".into(), "not probed".into()),
         };

@@ -20,7 +20,7 @@ pub async fn attempt(address: SocketAddr, check: CheckKind, timeout: Duration) -
     let deadline = start + timeout;
     let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
         Err(_) => {
-            return finish(start, ProbeState::Timeout, format!("no answer to SYN within {}", humantime::format_duration(timeout)));
+            return finish(start, ProbeState::Timeout, format!("no SYN-ACK within {}", humantime::format_duration(timeout)));
         }
         Ok(Err(err)) => return finish(start, classify_connect_error(&err), format!("connect: {err}")),
         Ok(Ok(stream)) => stream,

@@ -1,0 +1,367 @@
+//! A network lab for integration tests: a client, a firewall and a server namespace joined by
+//! veth pairs, documentation-range addresses only, real peers (OpenSSH, dnsmasq, iptables). Every
+//! process and namespace a lab creates is removed when it drops; nothing else is touched.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
+
+/// Tools the lab needs on PATH (or at these paths).
+const TOOLS: &[&str] = &["ip", "iptables", "ip6tables", "/usr/sbin/sshd", "ssh-keygen", "dnsmasq", "curl", "python3"];
+
+/// Whether this process may build a lab. In CI (CI=true) a missing requirement is a failure, never
+/// a skip; elsewhere the test says loudly that it skipped.
+pub fn lab_allowed(test: &str) -> bool {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .copied()
+        .filter(|tool| !Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success()))
+        .collect();
+    let problem = if !root {
+        Some("needs root (network namespaces, iptables)".to_string())
+    } else if !missing.is_empty() {
+        Some(format!("missing tools: {}", missing.join(", ")))
+    } else {
+        None
+    };
+    match problem {
+        None => true,
+        Some(problem) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {problem}; CI must run this test"),
+        Some(problem) => {
+            eprintln!("\n!!! SKIPPED {test}: {problem}. Run as root with .ci/run's packages to exercise it. !!!\n");
+            false
+        }
+    }
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn sh(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Three namespaces: client -- firewall -- server.
+///
+/// client:   198.51.100.2/24, 2001:db8:1::2/64, default via the firewall
+/// firewall: 198.51.100.1/24, 2001:db8:1::1/64 | 192.0.2.254/24, 2001:db8:2::fe/64, forwarding
+/// server:   192.0.2.0/24 and 2001:db8:2::/64 addresses added by the test, default via the firewall
+pub struct Lab {
+    pub client: String,
+    pub firewall: String,
+    pub server: String,
+    pub dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    /// Builds the three namespaces and their links.
+    pub fn new() -> Self {
+        let id = format!("{}{}", std::process::id() % 100_000, NEXT_LAB.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(format!("wla-lab-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lab = Self {
+            client: format!("wla{id}c"),
+            firewall: format!("wla{id}f"),
+            server: format!("wla{id}s"),
+            dir,
+            children: Vec::new(),
+        };
+        for ns in [&lab.client, &lab.firewall, &lab.server] {
+            sh("ip", &["netns", "add", ns]);
+            lab.run(ns, &["ip", "link", "set", "lo", "up"]);
+        }
+        let (c, f1, f2, s) = (format!("w{id}c"), format!("w{id}a"), format!("w{id}b"), format!("w{id}s"));
+        sh("ip", &["link", "add", &c, "netns", &lab.client, "type", "veth", "peer", "name", &f1, "netns", &lab.firewall]);
+        sh("ip", &["link", "add", &s, "netns", &lab.server, "type", "veth", "peer", "name", &f2, "netns", &lab.firewall]);
+        lab.run(&lab.firewall, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        lab.run(&lab.firewall, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        for (ns, dev, v4, v6) in [
+            (&lab.client, &c, "198.51.100.2/24", "2001:db8:1::2/64"),
+            (&lab.firewall, &f1, "198.51.100.1/24", "2001:db8:1::1/64"),
+            (&lab.firewall, &f2, "192.0.2.254/24", "2001:db8:2::fe/64"),
+            (&lab.server, &s, "192.0.2.250/24", "2001:db8:2::fa/64"),
+        ] {
+            lab.run(ns, &["ip", "addr", "add", v4, "dev", dev]);
+            lab.run(ns, &["ip", "-6", "addr", "add", v6, "dev", dev, "nodad"]);
+            lab.run(ns, &["ip", "link", "set", dev, "up"]);
+        }
+        lab.run(&lab.client, &["ip", "route", "add", "default", "via", "198.51.100.1"]);
+        lab.run(&lab.client, &["ip", "-6", "route", "add", "default", "via", "2001:db8:1::1"]);
+        lab.run(&lab.server, &["ip", "route", "add", "default", "via", "192.0.2.254"]);
+        lab.run(&lab.server, &["ip", "-6", "route", "add", "default", "via", "2001:db8:2::fe"]);
+        lab
+    }
+
+    /// The server side's link name, for adding addresses.
+    fn server_dev(&self) -> String {
+        format!("w{}s", self.client.trim_start_matches("wla").trim_end_matches('c'))
+    }
+
+    /// Runs a command inside `ns` and returns its output; panics on failure.
+    pub fn run(&self, ns: &str, args: &[&str]) -> Output {
+        let mut all = vec!["netns", "exec", ns];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    /// Adds server addresses (IPv4 /24 or IPv6 /64 of the server link).
+    pub fn add_server_addresses(&self, addresses: &[&str]) {
+        let dev = self.server_dev();
+        for address in addresses {
+            if address.contains(':') {
+                self.run(&self.server, &["ip", "-6", "addr", "add", &format!("{address}/64"), "dev", &dev, "nodad"]);
+            } else {
+                self.run(&self.server, &["ip", "addr", "add", &format!("{address}/24"), "dev", &dev]);
+            }
+        }
+    }
+
+    /// Starts a long-running process inside `ns`; the lab kills it when dropped.
+    pub fn spawn(&mut self, ns: &str, args: &[&str]) -> u32 {
+        let log = std::fs::File::create(self.dir.join(format!("{}.log", self.children.len()))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Kills one process this lab started.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(position) = self.children.iter().position(|c| c.id() == pid) {
+            let mut child = self.children.remove(position);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal to one process this lab started.
+    pub fn signal(&self, pid: u32, signal: &str) {
+        assert!(self.children.iter().any(|c| c.id() == pid), "not ours: {pid}");
+        sh("kill", &[&format!("-{signal}"), &pid.to_string()]);
+    }
+
+    /// OpenSSH on every address given, port 22, with a throwaway host key.
+    pub fn start_sshd(&mut self, addresses: &[&str]) -> u32 {
+        let key = self.dir.join("ssh_host_ed25519_key");
+        if !key.exists() {
+            sh("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()]);
+        }
+        // sshd refuses to start without its privilege-separation directory; the package creates
+        // it at boot through tmpfiles, which a fresh container may not have run.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let mut args: Vec<String> = ["/usr/sbin/sshd", "-D", "-e", "-f", "/dev/null"].map(String::from).to_vec();
+        for option in [
+            format!("HostKey={}", key.display()),
+            "PidFile=none".into(),
+            "UsePAM=no".into(),
+            "StrictModes=no".into(),
+            "MaxStartups=100".into(),
+        ] {
+            args.push("-o".into());
+            args.push(option);
+        }
+        for address in addresses {
+            args.push("-o".into());
+            args.push(if address.contains(':') { format!("ListenAddress=[{address}]:22") } else { format!("ListenAddress={address}:22") });
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = self.server.clone();
+        let pid = self.spawn(&server, &args);
+        self.wait_listening(addresses, 22);
+        pid
+    }
+
+    /// A TCP listener on `address:22` that answers like an HTTP server, not like SSH.
+    pub fn start_not_ssh(&mut self, address: &str) -> u32 {
+        let script = format!(
+            "import socket\n\
+             s = socket.socket(socket.AF_INET6 if ':' in '{address}' else socket.AF_INET)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('{address}', 22))\n\
+             s.listen(16)\n\
+             while True:\n\
+             \x20   c, _ = s.accept()\n\
+             \x20   c.sendall(b'HTTP/1.1 400 Bad Request\\r\\nContent-Length: 0\\r\\n\\r\\n')\n\
+             \x20   c.close()\n"
+        );
+        let server = self.server.clone();
+        let pid = self.spawn(&server, &["python3", "-c", &script]);
+        self.wait_listening(&[address], 22);
+        pid
+    }
+
+    /// dnsmasq answering from `hosts` (an /etc/hosts-style file) on `listen` addresses, `port`.
+    /// Local answers carry TTL 0, and SIGHUP re-reads the file.
+    pub fn start_dnsmasq(&mut self, listen: &[&str], port: u16, hosts: &Path) -> u32 {
+        let server = self.server.clone();
+        let args = [
+            "dnsmasq".to_string(),
+            "--keep-in-foreground".into(),
+            "--conf-file=/dev/null".into(),
+            "--no-resolv".into(),
+            "--no-hosts".into(),
+            "--bind-interfaces".into(),
+            "--user=root".into(),
+            "--pid-file=".into(),
+            "--log-facility=-".into(),
+            format!("--port={port}"),
+            format!("--addn-hosts={}", hosts.display()),
+            format!("--listen-address={}", listen.join(",")),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let pid = self.spawn(&server, &args);
+        self.wait_listening(listen, port);
+        pid
+    }
+
+    /// Waits (bounded) until something listens on each of `addresses` at `port` in the server.
+    fn wait_listening(&self, addresses: &[&str], port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listening = String::from_utf8_lossy(&self.run(&self.server, &["ss", "-ltnH"]).stdout).to_string();
+            let all = addresses.iter().all(|a| {
+                let needle = if a.contains(':') { format!("[{a}]:{port}") } else { format!("{a}:{port}") };
+                listening.contains(&needle)
+            });
+            if all {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nothing listens on {addresses:?}:{port}:\n{listening}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Adds a firewall rule in the firewall namespace's FORWARD chain.
+    pub fn firewall(&self, tool: &str, rule: &[&str]) {
+        let mut args = vec![tool, "-A", "FORWARD"];
+        args.extend_from_slice(rule);
+        self.run(&self.firewall, &args);
+    }
+
+    /// Everything the lab's processes printed, for assertion messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for index in 0..self.children.len() + 4 {
+            if let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{index}.log"))) {
+                out.push_str(&format!("--- process {index}:\n{text}\n"));
+            }
+        }
+        out
+    }
+
+    /// Writes a file into the lab's directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs `whitelist-audit` with `args` in the client namespace.
+    pub fn audit(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.client, env!("CARGO_BIN_EXE_whitelist-audit")])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `whitelist-audit serve` in the client namespace.
+    pub fn serve(&mut self, config: &Path, listen: &str) -> u32 {
+        let client = self.client.clone();
+        let bin = env!("CARGO_BIN_EXE_whitelist-audit");
+        self.spawn(&client, &[bin, "serve", "--config.file", config.to_str().unwrap(), "--web.listen-address", listen])
+    }
+
+    /// GETs (or POSTs) a URL from the client namespace, returning (status, body).
+    pub fn http(&self, method: &str, url: &str) -> (u16, String) {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.client, "curl", "-s", "-m", "5", "-X", method, "-w", "\n%{http_code}", url])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Polls `url` until `ready` accepts the body, for at most `limit`.
+    pub fn poll(&self, url: &str, limit: Duration, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self.http("GET", url);
+            if status == 200 && ready(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{url} did not become ready within {limit:?}; last body:\n{body}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in [&self.client, &self.firewall, &self.server] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Parsed `/metrics` text: series (name plus sorted labels) to value.
+pub struct Scrape(pub BTreeMap<String, f64>);
+
+impl Scrape {
+    /// Parses the OpenMetrics text `/metrics` serves.
+    pub fn parse(text: &str) -> Self {
+        let mut series = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (key, value) = line.rsplit_once(' ').unwrap();
+            series.insert(key.to_string(), value.parse().unwrap());
+        }
+        Self(series)
+    }
+
+    /// The value of the one series of `name` whose labels include all of `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matching: Vec<f64> = self
+            .0
+            .iter()
+            .filter(|(key, _)| {
+                (key.as_str() == name || key.starts_with(&format!("{name}{{")))
+                    && labels.iter().all(|(k, v)| key.contains(&format!("{k}=\"{v}\"")))
+            })
+            .map(|(_, v)| *v)
+            .collect();
+        assert!(matching.len() <= 1, "{name} {labels:?} matches {} series", matching.len());
+        matching.first().copied()
+    }
+
+    /// Every series mentioning `ip="<ip>"`.
+    pub fn series_of_ip(&self, ip: &str) -> Vec<&String> {
+        self.0.keys().filter(|k| k.contains(&format!("ip=\"{ip}\""))).collect()
+    }
+}
