@@ -105,7 +105,12 @@ pub async fn refresh(shared: &Arc<Shared>) {
             // A reload while we were resolving: these answers belong to a configuration gone by.
             if Arc::ptr_eq(&state.config, &config) {
                 let before = state.targets[index].published.clone();
-                state.apply_dns(index, outcome.map_err(|f| f.to_string()), Instant::now(), SystemTime::now());
+                state.apply_dns(
+                    index,
+                    outcome.map_err(|f| f.to_string()),
+                    Instant::now(),
+                    SystemTime::now(),
+                );
                 log_changes(&config.targets[index].name, &before, &state.targets[index].published);
             }
         });
@@ -152,7 +157,11 @@ async fn sweep(shared: Arc<Shared>, limits: Limits, spread: Option<Duration>, fi
             let result = probe::probe(ip, spec, &target_slots, &global_slots).await;
             lock(&shared.in_flight).remove(&key);
             shared.update(|state| {
-                let index = state.config.targets.iter().position(|t| t.name == key.0 && t.port == key.1);
+                let index = state
+                    .config
+                    .targets
+                    .iter()
+                    .position(|t| t.name == key.0 && t.port == key.1);
                 if let Some(index) = index {
                     state.record_probe(index, ip, result);
                 }
@@ -162,7 +171,10 @@ async fn sweep(shared: Arc<Shared>, limits: Limits, spread: Option<Duration>, fi
     while tasks.join_next().await.is_some() {}
     let finished = SystemTime::now();
     shared.update(|state| {
-        state.sweep = SweepStatus { last_finished: Some(finished), last_duration: Some(started.elapsed()) };
+        state.sweep = SweepStatus {
+            last_finished: Some(finished),
+            last_duration: Some(started.elapsed()),
+        };
     });
     if first {
         shared.ready.store(true, Ordering::Relaxed);
@@ -200,7 +212,11 @@ pub async fn check_once(config: Config) -> Report {
 pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
 
 /// The daemon's loop: refresh and sweep every interval, reload on request, until `shutdown`.
-pub async fn run(shared: Arc<Shared>, mut reloads: mpsc::Receiver<ReloadRequest>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    mut reloads: mpsc::Receiver<ReloadRequest>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut config = shared.config();
     let mut limits = Limits::new(&config);
@@ -222,7 +238,12 @@ pub async fn run(shared: Arc<Shared>, mut reloads: mpsc::Receiver<ReloadRequest>
             _ = ticker.tick() => {}
         }
         refresh(&shared).await;
-        tokio::spawn(sweep(Arc::clone(&shared), limits.clone(), Some(config.global.interval), first));
+        tokio::spawn(sweep(
+            Arc::clone(&shared),
+            limits.clone(),
+            Some(config.global.interval),
+            first,
+        ));
         first = false;
     }
 }
@@ -238,7 +259,7 @@ fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), String> {
     match config::load(path) {
         Ok(new) => {
             let new = Arc::new(new);
-            shared.update(|state| *state = state.reconfigured(new));
+            shared.update(|state| *state = state.reconfigured(&new));
             shared.reload_ok.store(true, Ordering::Relaxed);
             tracing::info!(file = %path.display(), "configuration reloaded");
             Ok(())

@@ -154,21 +154,39 @@ pub fn evaluate(config: &Config, inputs: &[TargetInput<'_>], sources: Vec<Vec<So
         .zip(inputs)
         .zip(sources)
         .map(|((target, input), sources)| {
-            published_by_port.entry(target.port).or_default().extend(input.published);
+            published_by_port
+                .entry(target.port)
+                .or_default()
+                .extend(input.published);
             evaluate_target(config, target, input, sources)
         })
         .collect();
-    Report { targets, whitelist_entries: config.whitelist.usage(&published_by_port) }
+    Report {
+        targets,
+        whitelist_entries: config.whitelist.usage(&published_by_port),
+    }
 }
 
-fn evaluate_target(config: &Config, target: &Target, input: &TargetInput<'_>, sources: Vec<SourceReport>) -> TargetReport {
-    let mut counts = Counts { published: input.published.len(), probed: input.probed.len(), ..Counts::default() };
+fn evaluate_target(
+    config: &Config,
+    target: &Target,
+    input: &TargetInput<'_>,
+    sources: Vec<SourceReport>,
+) -> TargetReport {
+    let mut counts = Counts {
+        published: input.published.len(),
+        probed: input.probed.len(),
+        ..Counts::default()
+    };
     let addresses = input
         .probed
         .iter()
         .map(|&ip| {
             let published = input.published.contains(&ip);
-            let whitelisted = target.whitelist_file.is_some().then(|| config.whitelist.covers(target, ip));
+            let whitelisted = target
+                .whitelist_file
+                .is_some()
+                .then(|| config.whitelist.covers(target, ip));
             let probe = input.results.get(&ip).cloned();
             let finding = classify(published, whitelisted, probe.as_ref().map(|p| p.state));
             if published && probe.as_ref().is_some_and(|p| p.state == ProbeState::Open) {
@@ -181,10 +199,24 @@ fn evaluate_target(config: &Config, target: &Target, input: &TargetInput<'_>, so
                 Some(Finding::Stale) => counts.stale += 1,
                 None => {}
             }
-            AddressReport { target: target.name.clone(), ip, port: target.port, published, whitelisted, probe, finding }
+            AddressReport {
+                target: target.name.clone(),
+                ip,
+                port: target.port,
+                published,
+                whitelisted,
+                probe,
+                finding,
+            }
         })
         .collect();
-    TargetReport { target: target.name.clone(), port: target.port, sources, addresses, counts }
+    TargetReport {
+        target: target.name.clone(),
+        port: target.port,
+        sources,
+        addresses,
+        counts,
+    }
 }
 
 #[cfg(test)]
@@ -197,13 +229,21 @@ mod tests {
     fn finding_table() {
         for state in ProbeState::ALL {
             let open = state == Open;
-            assert_eq!(classify(true, Some(true), Some(state)), (!open).then_some(Finding::Blocked), "{state:?}");
+            assert_eq!(
+                classify(true, Some(true), Some(state)),
+                (!open).then_some(Finding::Blocked),
+                "{state:?}"
+            );
             assert_eq!(
                 classify(true, Some(false), Some(state)),
                 Some(if open { Finding::Undeclared } else { Finding::Missing }),
                 "{state:?}"
             );
-            assert_eq!(classify(false, Some(true), Some(state)), Some(Finding::Stale), "{state:?}");
+            assert_eq!(
+                classify(false, Some(true), Some(state)),
+                Some(Finding::Stale),
+                "{state:?}"
+            );
         }
     }
 

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check` and `validate`. Exit codes are a contract: 0 clean, 1 findings
 //! (or a failed source) in `check`, 2 bad input.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -117,7 +118,11 @@ pub enum OutputFormat {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
-    let quiet_default = if matches!(cli.command, Command::Serve(_)) { tracing::Level::INFO } else { tracing::Level::WARN };
+    let quiet_default = if matches!(cli.command, Command::Serve(_)) {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::WARN
+    };
     logging::init(cli.log_level.unwrap_or(quiet_default), cli.log_format);
     match cli.command {
         Command::Validate(args) => match config::load(&args.config_file) {
@@ -127,7 +132,11 @@ pub async fn run(cli: Cli) -> ExitCode {
                     args.config_file.display(),
                     config.targets.len(),
                     config.whitelist.entries.len(),
-                    if config.whitelist.entries.len() == 1 { "y" } else { "ies" },
+                    if config.whitelist.entries.len() == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    },
                     config.whitelist.files.len()
                 );
                 ExitCode::from(EXIT_OK)
@@ -159,7 +168,11 @@ async fn check(args: CheckArgs) -> ExitCode {
         OutputFormat::Table => print!("{}", output::table(&report)),
         OutputFormat::Json => print!("{}", output::json(&report)),
     }
-    if output::Summary::of(&report).is_clean() { ExitCode::from(EXIT_OK) } else { ExitCode::from(EXIT_FINDINGS) }
+    if output::Summary::of(&report).is_clean() {
+        ExitCode::from(EXIT_OK)
+    } else {
+        ExitCode::from(EXIT_FINDINGS)
+    }
 }
 
 /// Builds a one-target configuration from `check --host` flags, through the same loader as a
@@ -168,31 +181,36 @@ fn config_from_flags(host: &str, args: &CheckArgs) -> Result<Config, ConfigError
     let quote = |s: &str| serde_json::to_string(s).expect("string serializes");
     let mut yaml = String::from("global:\n");
     if let Some(timeout) = args.timeout {
-        yaml.push_str(&format!("  timeout: {}\n", quote(&humantime::format_duration(timeout).to_string())));
+        let _ = writeln!(
+            yaml,
+            "  timeout: {}",
+            quote(&humantime::format_duration(timeout).to_string())
+        );
     }
     if let Some(attempts) = args.attempts {
-        yaml.push_str(&format!("  attempts: {attempts}\n"));
+        let _ = writeln!(yaml, "  attempts: {attempts}");
     }
     if let Some(whitelist) = &args.whitelist {
-        yaml.push_str(&format!("  whitelist: {}\n", quote(&whitelist.to_string_lossy())));
+        let _ = writeln!(yaml, "  whitelist: {}", quote(&whitelist.to_string_lossy()));
     }
     if !args.resolver.is_empty() {
         let list: Vec<String> = args.resolver.iter().map(|r| quote(&r.to_string())).collect();
-        yaml.push_str(&format!("  resolvers: [{}]\n", list.join(", ")));
+        let _ = writeln!(yaml, "  resolvers: [{}]", list.join(", "));
     }
     let check = match args.check {
         CheckFlag::Ssh => CheckKind::Ssh,
         CheckFlag::Tcp => CheckKind::Tcp,
     };
-    yaml.push_str(&format!(
-        "targets:\n  - name: {name}\n    host: {name}\n    port: {port}\n    check: {check}\n",
+    let _ = writeln!(
+        yaml,
+        "targets:\n  - name: {name}\n    host: {name}\n    port: {port}\n    check: {check}",
         name = quote(host),
         port = args.port,
         check = if check == CheckKind::Ssh { "ssh" } else { "tcp" },
-    ));
+    );
     let origin = Path::new("--host");
     let raw = config::parse_yaml(origin, &yaml)?;
-    config::build(origin, raw)
+    config::build(origin, &raw)
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {

@@ -27,7 +27,11 @@ pub fn router(shared: Arc<Shared>, registry: Registry, reloads: mpsc::Sender<Rel
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
-        .with_state(Web { shared, registry: Arc::new(registry), reloads })
+        .with_state(Web {
+            shared,
+            registry: Arc::new(registry),
+            reloads,
+        })
 }
 
 async fn index() -> Html<&'static str> {
@@ -40,14 +44,25 @@ async fn index() -> Html<&'static str> {
 
 async fn metrics(State(web): State<Web>) -> Response {
     let body = crate::metrics::render(&web.registry);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn ready(State(web): State<Web>) -> Response {
     if web.shared.is_ready() {
         (StatusCode::OK, "Ready.\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "Not ready: the first sweep has not finished.\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: the first sweep has not finished.\n",
+        )
+            .into_response()
     }
 }
 

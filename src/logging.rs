@@ -1,6 +1,6 @@
 //! Structured logs on stderr, as logfmt (the Prometheus ecosystem's default) or JSON.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -17,7 +17,9 @@ pub enum LogFormat {
 
 /// Installs the global subscriber.
 pub fn init(level: tracing::Level, format: LogFormat) {
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr);
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = match format {
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
@@ -61,7 +63,7 @@ impl Visit for LogfmtVisitor {
         self.out.push_str(key);
         self.out.push('=');
         if value.is_empty() || value.contains([' ', '"', '=']) || value.contains(char::is_control) {
-            self.out.push_str(&format!("{value:?}"));
+            let _ = write!(self.out, "{value:?}");
         } else {
             self.out.push_str(value);
         }

@@ -12,7 +12,11 @@ async fn main() -> ExitCode {
         Err(err) => {
             let _ = err.print();
             // --help and --version are not errors; every bad flag is bad input.
-            return if err.use_stderr() { ExitCode::from(cli::EXIT_BAD_INPUT) } else { ExitCode::SUCCESS };
+            return if err.use_stderr() {
+                ExitCode::from(cli::EXIT_BAD_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     cli::run(cli).await

@@ -38,7 +38,7 @@ pub fn registry(shared: Arc<Shared>) -> Registry {
     registry
 }
 
-/// Renders `registry` in the OpenMetrics text format.
+/// Renders `registry` in the `OpenMetrics` text format.
 pub fn render(registry: &Registry) -> String {
     let mut out = String::with_capacity(64 * 1024);
     // Writing to a String cannot fail, and our collector returns only the writer's errors.
@@ -67,60 +67,178 @@ fn flag(value: bool) -> f64 {
 fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: DescriptorEncoder) -> Result<(), fmt::Error> {
     let addresses: Vec<_> = report.targets.iter().flat_map(|t| &t.addresses).collect();
     let tip = |a: &crate::audit::AddressReport| {
-        [("target", a.target.clone()), ("ip", a.ip.to_string()), ("port", a.port.to_string())]
+        [
+            ("target", a.target.clone()),
+            ("ip", a.ip.to_string()),
+            ("port", a.port.to_string()),
+        ]
     };
     let probed = || addresses.iter().filter_map(|a| a.probe.as_ref().map(|p| (*a, p)));
 
-    gauge(&mut e, "whitelist_audit_ip_up", "1 if the last probe of the address ended open, else 0.",
-        probed().map(|(a, p)| (tip(a), flag(p.state == ProbeState::Open))))?;
-    gauge(&mut e, "whitelist_audit_ip_state", "State of the last probe: one series per state, exactly one is 1.",
+    gauge(
+        &mut e,
+        "whitelist_audit_ip_up",
+        "1 if the last probe of the address ended open, else 0.",
+        probed().map(|(a, p)| (tip(a), flag(p.state == ProbeState::Open))),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_ip_state",
+        "State of the last probe: one series per state, exactly one is 1.",
         probed().flat_map(|(a, p)| {
             ProbeState::ALL.into_iter().map(move |s| {
                 let [t, i, port] = tip(a);
                 ([t, i, port, ("state", s.as_label().to_string())], flag(p.state == s))
             })
-        }))?;
-    gauge(&mut e, "whitelist_audit_ip_probe_duration_seconds", "Duration of the last probe's final attempt.",
-        probed().map(|(a, p)| (tip(a), p.duration.as_secs_f64())))?;
-    gauge(&mut e, "whitelist_audit_ip_probe_attempts", "Attempts the last probe used.",
-        probed().map(|(a, p)| (tip(a), f64::from(p.attempts))))?;
-    gauge(&mut e, "whitelist_audit_ip_last_probe_timestamp_seconds", "When the last probe of the address finished.",
-        probed().map(|(a, p)| (tip(a), unix_seconds(p.finished_at))))?;
-    gauge(&mut e, "whitelist_audit_ip_published", "1 if the address is in the target's published set, else 0.",
-        addresses.iter().map(|a| ([("target", a.target.clone()), ("ip", a.ip.to_string())], flag(a.published))))?;
-    gauge(&mut e, "whitelist_audit_ip_whitelisted", "1 if the declared whitelist covers the address and port, else 0.",
-        addresses.iter().filter_map(|a| a.whitelisted.map(|w| (tip(*a), flag(w)))))?;
-    gauge(&mut e, "whitelist_audit_ip_finding", "1 for the address's finding; absent when it has none.",
-        addresses.iter().filter_map(|a| a.finding.map(|f: Finding| {
-            let [t, i, port] = tip(a);
-            ([t, i, port, ("finding", f.as_label().to_string())], 1.0)
-        })))?;
-    gauge(&mut e, "whitelist_audit_ssh_info", "1; software from the server's SSH identification line.",
-        probed().filter_map(|(a, p)| p.software.as_ref().filter(|_| p.state == ProbeState::Open).map(|s| {
-            let [t, i, port] = tip(a);
-            ([t, i, port, ("software", s.chars().take(64).collect::<String>())], 1.0)
-        })))?;
-    gauge(&mut e, "whitelist_audit_whitelist_entry_unused",
+        }),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_ip_probe_duration_seconds",
+        "Duration of the last probe's final attempt.",
+        probed().map(|(a, p)| (tip(a), p.duration.as_secs_f64())),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_ip_probe_attempts",
+        "Attempts the last probe used.",
+        probed().map(|(a, p)| (tip(a), f64::from(p.attempts))),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_ip_last_probe_timestamp_seconds",
+        "When the last probe of the address finished.",
+        probed().map(|(a, p)| (tip(a), unix_seconds(p.finished_at))),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_ip_published",
+        "1 if the address is in the target's published set, else 0.",
+        addresses.iter().map(|a| {
+            (
+                [("target", a.target.clone()), ("ip", a.ip.to_string())],
+                flag(a.published),
+            )
+        }),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_ip_whitelisted",
+        "1 if the declared whitelist covers the address and port, else 0.",
+        addresses
+            .iter()
+            .filter_map(|a| a.whitelisted.map(|w| (tip(a), flag(w)))),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_ip_finding",
+        "1 for the address's finding; absent when it has none.",
+        addresses.iter().filter_map(|a| {
+            a.finding.map(|f: Finding| {
+                let [t, i, port] = tip(a);
+                ([t, i, port, ("finding", f.as_label().to_string())], 1.0)
+            })
+        }),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_ssh_info",
+        "1; software from the server's SSH identification line.",
+        probed().filter_map(|(a, p)| {
+            p.software.as_ref().filter(|_| p.state == ProbeState::Open).map(|s| {
+                let [t, i, port] = tip(a);
+                ([t, i, port, ("software", s.chars().take(64).collect::<String>())], 1.0)
+            })
+        }),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_whitelist_entry_unused",
         "1 if the whitelist entry covers no published address of any target on this port, else 0.",
-        report.whitelist_entries.iter().map(|u| ([("entry", u.entry.clone()), ("port", u.port.to_string())], flag(u.unused))))?;
-    gauge(&mut e, "whitelist_audit_target_addresses", "Addresses of the target, by set.",
+        report.whitelist_entries.iter().map(|u| {
+            (
+                [("entry", u.entry.clone()), ("port", u.port.to_string())],
+                flag(u.unused),
+            )
+        }),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_target_addresses",
+        "Addresses of the target, by set.",
         report.targets.iter().flat_map(|t| {
-            t.counts.by_set().into_iter().map(|(set, n)| ([("target", t.target.clone()), ("set", set.to_string())], n as f64))
-        }))?;
-    let sources = || report.targets.iter().flat_map(|t| t.sources.iter().map(move |s| (t, s)));
-    gauge(&mut e, "whitelist_audit_source_up", "1 if the source's last refresh succeeded, else 0.",
-        sources().filter_map(|(t, s)| s.up.map(|up| ([("target", t.target.clone()), ("source", s.source.to_string())], flag(up)))))?;
-    gauge(&mut e, "whitelist_audit_source_addresses", "Addresses the source holds now.",
-        sources().map(|(t, s)| ([("target", t.target.clone()), ("source", s.source.to_string())], s.addresses as f64)))?;
-    gauge(&mut e, "whitelist_audit_source_last_success_timestamp_seconds", "When the source last refreshed successfully.",
-        sources().filter_map(|(t, s)| s.last_success.map(|at| ([("target", t.target.clone()), ("source", s.source.to_string())], unix_seconds(at)))))?;
-    gauge(&mut e, "whitelist_audit_last_sweep_timestamp_seconds", "When the last complete sweep of every address finished.",
-        sweep.last_finished.map(|at| ([("", ""); 0], unix_seconds(at))))?;
-    gauge(&mut e, "whitelist_audit_sweep_duration_seconds", "How long the last complete sweep took.",
-        sweep.last_duration.map(|d| ([("", ""); 0], d.as_secs_f64())))?;
-    gauge(&mut e, "whitelist_audit_config_last_reload_successful", "1 if the last configuration reload succeeded, else 0.",
-        [([("", ""); 0], flag(reload_ok))])?;
-    gauge(&mut e, "whitelist_audit_build_info", "1; the version of whitelist-audit.",
-        [([("version", env!("CARGO_PKG_VERSION"))], 1.0)])?;
+            t.counts
+                .by_set()
+                .into_iter()
+                .map(|(set, n)| ([("target", t.target.clone()), ("set", set.to_string())], n as f64))
+        }),
+    )?;
+    let sources = || {
+        report
+            .targets
+            .iter()
+            .flat_map(|t| t.sources.iter().map(move |s| (t, s)))
+    };
+    gauge(
+        &mut e,
+        "whitelist_audit_source_up",
+        "1 if the source's last refresh succeeded, else 0.",
+        sources().filter_map(|(t, s)| {
+            s.up.map(|up| {
+                (
+                    [("target", t.target.clone()), ("source", s.source.to_string())],
+                    flag(up),
+                )
+            })
+        }),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_source_addresses",
+        "Addresses the source holds now.",
+        sources().map(|(t, s)| {
+            (
+                [("target", t.target.clone()), ("source", s.source.to_string())],
+                s.addresses as f64,
+            )
+        }),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_source_last_success_timestamp_seconds",
+        "When the source last refreshed successfully.",
+        sources().filter_map(|(t, s)| {
+            s.last_success.map(|at| {
+                (
+                    [("target", t.target.clone()), ("source", s.source.to_string())],
+                    unix_seconds(at),
+                )
+            })
+        }),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_last_sweep_timestamp_seconds",
+        "When the last complete sweep of every address finished.",
+        sweep.last_finished.map(|at| ([("", ""); 0], unix_seconds(at))),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_sweep_duration_seconds",
+        "How long the last complete sweep took.",
+        sweep.last_duration.map(|d| ([("", ""); 0], d.as_secs_f64())),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_config_last_reload_successful",
+        "1 if the last configuration reload succeeded, else 0.",
+        [([("", ""); 0], flag(reload_ok))],
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_build_info",
+        "1; the version of whitelist-audit.",
+        [([("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+    )?;
     Ok(())
 }

@@ -47,7 +47,10 @@ pub struct Summary {
 impl Summary {
     /// Totals of `report`.
     pub fn of(report: &Report) -> Self {
-        let mut summary = Self { targets: report.targets.len(), ..Self::default() };
+        let mut summary = Self {
+            targets: report.targets.len(),
+            ..Self::default()
+        };
         for target in &report.targets {
             summary.addresses += target.addresses.len();
             summary.failed_sources += target.sources.iter().filter(|s| s.up == Some(false)).count();
@@ -86,13 +89,64 @@ pub fn json(report: &Report) -> String {
         targets: report
             .targets
             .iter()
-            .map(|t| JsonTarget { target: &t.target, port: t.port, sources: &t.sources, counts: &t.counts })
+            .map(|t| JsonTarget {
+                target: &t.target,
+                port: t.port,
+                sources: &t.sources,
+                counts: &t.counts,
+            })
             .collect(),
         whitelist_entries: &report.whitelist_entries,
         summary: Summary::of(report),
     };
     // Plain data with string keys: serialization cannot fail.
     serde_json::to_string_pretty(&view).expect("report serializes") + "\n"
+}
+
+fn row(address: &AddressReport) -> [String; 10] {
+    let (state, latency, attempts, detail) = match &address.probe {
+        Some(p) => (
+            p.state.as_label().to_string(),
+            format!("{:.0}ms", p.duration.as_secs_f64() * 1000.0),
+            p.attempts.to_string(),
+            if p.state == ProbeState::Open {
+                p.detail.clone()
+            } else {
+                format!("{}: {}", p.state.meaning(), p.detail)
+            },
+        ),
+        None => ("-".into(), "-".into(), "-".into(), "not probed".into()),
+    };
+    [
+        address.target.clone(),
+        address.ip.to_string(),
+        address.port.to_string(),
+        yes_no(Some(address.published)).into(),
+        yes_no(address.whitelisted).into(),
+        state,
+        latency,
+        attempts,
+        address.finding.map_or("-", Finding::as_label).into(),
+        detail,
+    ]
+}
+
+/// A line per failed source and per target with nothing to probe: the table alone would hide them.
+fn warnings(report: &Report, out: &mut String) {
+    for target in &report.targets {
+        for source in target.sources.iter().filter(|s| s.up == Some(false)) {
+            let _ = writeln!(
+                out,
+                "warning: {} {} failed: {}",
+                target.target,
+                source.source,
+                source.last_error.as_deref().unwrap_or("unknown error")
+            );
+        }
+        if target.addresses.is_empty() {
+            let _ = writeln!(out, "warning: {} has no address to probe", target.target);
+        }
+    }
 }
 
 fn yes_no(value: Option<bool>) -> &'static str {
@@ -105,31 +159,19 @@ fn yes_no(value: Option<bool>) -> &'static str {
 
 /// The report as an aligned table, a line per problem source, and a summary line.
 pub fn table(report: &Report) -> String {
-    let header = ["TARGET", "IP", "PORT", "PUBLISHED", "WHITELISTED", "STATE", "LATENCY", "ATTEMPTS", "FINDING", "DETAIL"];
-    let mut rows: Vec<[String; 10]> = Vec::new();
-    for address in report.targets.iter().flat_map(|t| &t.addresses) {
-        let (state, latency, attempts, detail) = match &address.probe {
-            Some(p) => (
-                p.state.as_label().to_string(),
-                format!("{:.0}ms", p.duration.as_secs_f64() * 1000.0),
-                p.attempts.to_string(),
-                if p.state == ProbeState::Open { p.detail.clone() } else { format!("{}: {}", p.state.meaning(), p.detail) },
-            ),
-            None => ("-".into(), "-".into(), "-".into(), "not probed".into()),
-        };
-        rows.push([
-            address.target.clone(),
-            address.ip.to_string(),
-            address.port.to_string(),
-            yes_no(Some(address.published)).into(),
-            yes_no(address.whitelisted).into(),
-            state,
-            latency,
-            attempts,
-            address.finding.map_or("-", Finding::as_label).into(),
-            detail,
-        ]);
-    }
+    let header = [
+        "TARGET",
+        "IP",
+        "PORT",
+        "PUBLISHED",
+        "WHITELISTED",
+        "STATE",
+        "LATENCY",
+        "ATTEMPTS",
+        "FINDING",
+        "DETAIL",
+    ];
+    let rows: Vec<[String; 10]> = report.targets.iter().flat_map(|t| &t.addresses).map(row).collect();
     let mut widths = header.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -153,20 +195,7 @@ pub fn table(report: &Report) -> String {
     for row in &rows {
         line(&row.each_ref().map(String::as_str));
     }
-    for target in &report.targets {
-        for source in target.sources.iter().filter(|s| s.up == Some(false)) {
-            let _ = writeln!(
-                out,
-                "warning: {} {} failed: {}",
-                target.target,
-                source.source,
-                source.last_error.as_deref().unwrap_or("unknown error")
-            );
-        }
-        if target.addresses.is_empty() {
-            let _ = writeln!(out, "warning: {} has no address to probe", target.target);
-        }
-    }
+    warnings(report, &mut out);
     let s = Summary::of(report);
     let _ = write!(
         out,
@@ -179,11 +208,16 @@ pub fn table(report: &Report) -> String {
         s.findings
     );
     if s.findings > 0 {
-        let parts: Vec<String> = [("blocked", s.blocked), ("missing", s.missing), ("undeclared", s.undeclared), ("stale", s.stale)]
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(label, n)| format!("{n} {label}"))
-            .collect();
+        let parts: Vec<String> = [
+            ("blocked", s.blocked),
+            ("missing", s.missing),
+            ("undeclared", s.undeclared),
+            ("stale", s.stale),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(label, n)| format!("{n} {label}"))
+        .collect();
         let _ = write!(out, " ({})", parts.join(", "));
     }
     out.push('\n');

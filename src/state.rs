@@ -53,15 +53,25 @@ impl State {
                 state
             })
             .collect();
-        Self { config, targets, sweep: SweepStatus::default(), loaded_at: SystemTime::now() }
+        Self {
+            config,
+            targets,
+            sweep: SweepStatus::default(),
+            loaded_at: SystemTime::now(),
+        }
     }
 
     /// Carries what is still valid over to a new configuration: DNS books and probe results of
     /// targets that kept their name, host and port.
-    pub fn reconfigured(&self, config: Arc<Config>) -> Self {
-        let mut next = Self::new(Arc::clone(&config));
+    #[must_use]
+    pub fn reconfigured(&self, config: &Arc<Config>) -> Self {
+        let mut next = Self::new(Arc::clone(config));
         for (index, target) in config.targets.iter().enumerate() {
-            let old = self.config.targets.iter().position(|t| t.name == target.name && t.host == target.host && t.port == target.port);
+            let old = self
+                .config
+                .targets
+                .iter()
+                .position(|t| t.name == target.name && t.host == target.host && t.port == target.port);
             if let Some(old) = old {
                 let previous = &self.targets[old];
                 next.targets[index].dns = previous.dns.clone();
@@ -75,7 +85,13 @@ impl State {
     }
 
     /// Applies a DNS refresh of target `index`.
-    pub fn apply_dns(&mut self, index: usize, outcome: Result<BTreeSet<IpAddr>, String>, now: Instant, wall: SystemTime) {
+    pub fn apply_dns(
+        &mut self,
+        index: usize,
+        outcome: Result<BTreeSet<IpAddr>, String>,
+        now: Instant,
+        wall: SystemTime,
+    ) {
         let retention = self.config.targets[index].dns_retention;
         let state = &mut self.targets[index];
         match outcome {
@@ -116,7 +132,11 @@ impl State {
         let inputs: Vec<TargetInput<'_>> = self
             .targets
             .iter()
-            .map(|t| TargetInput { published: &t.published, probed: &t.probed, results: &t.results })
+            .map(|t| TargetInput {
+                published: &t.published,
+                probed: &t.probed,
+                results: &t.results,
+            })
             .collect();
         let sources = self
             .config

@@ -85,9 +85,7 @@ impl Whitelist {
         self.entries
             .iter()
             .filter(|e| {
-                e.is_host()
-                    && e.belongs_to.iter().any(|t| *t == target.name)
-                    && e.ports.binary_search(&target.port).is_ok()
+                e.is_host() && e.belongs_to.contains(&target.name) && e.ports.binary_search(&target.port).is_ok()
             })
             .map(|e| e.prefix.addr())
             .collect()

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use common::{Lab, Scrape, lab_allowed};
@@ -16,15 +17,15 @@ const HOST: &str = "sftp.vendor.test";
 /// (ip, published by, whitelisted, state, finding)
 const EXPECTED: &[(&str, &str, bool, &str, Option<&str>)] = &[
     ("192.0.2.1", "dns", true, "open", None),
-    ("192.0.2.2", "dns", true, "timeout", Some("blocked")),        // iptables DROP
-    ("192.0.2.3", "dns", true, "refused", Some("blocked")),        // REJECT --reject-with tcp-reset
-    ("192.0.2.4", "dns", true, "unreachable", Some("blocked")),    // REJECT --reject-with icmp-admin-prohibited
+    ("192.0.2.2", "dns", true, "timeout", Some("blocked")), // iptables DROP
+    ("192.0.2.3", "dns", true, "refused", Some("blocked")), // REJECT --reject-with tcp-reset
+    ("192.0.2.4", "dns", true, "unreachable", Some("blocked")), // REJECT --reject-with icmp-admin-prohibited
     ("192.0.2.5", "dns", true, "protocol_error", Some("blocked")), // answers HTTP, not SSH
     ("192.0.2.6", "dns", false, "open", Some("undeclared")),
-    ("192.0.2.7", "static", false, "refused", Some("missing")),    // closed port
-    ("192.0.2.9", "none", true, "", Some("stale")),                // whitelisted, no longer published
+    ("192.0.2.7", "static", false, "refused", Some("missing")), // closed port
+    ("192.0.2.9", "none", true, "", Some("stale")),             // whitelisted, no longer published
     ("2001:db8:2::1", "dns", true, "open", None),
-    ("2001:db8:2::2", "dns", true, "timeout", Some("blocked")),    // ip6tables DROP
+    ("2001:db8:2::2", "dns", true, "timeout", Some("blocked")), // ip6tables DROP
     ("2001:db8:2::3", "dns", true, "unreachable", Some("blocked")), // REJECT icmp6-adm-prohibited
 ];
 
@@ -46,28 +47,62 @@ fn hosts_file(without: &[&str]) -> String {
     EXPECTED
         .iter()
         .filter(|(ip, by, ..)| *by == "dns" && !without.contains(ip))
-        .map(|(ip, ..)| format!("{ip} {HOST}\n"))
-        .collect()
+        .fold(String::new(), |mut out, (ip, ..)| {
+            let _ = writeln!(out, "{ip} {HOST}");
+            out
+        })
+}
+
+fn rule<'a>(dest: &'a str, action: &[&'a str]) -> Vec<&'a str> {
+    [&["-d", dest, "-p", "tcp", "--dport", "22"][..], action].concat()
 }
 
 fn build_lab() -> (Lab, u32) {
     let mut lab = Lab::new();
     lab.add_server_addresses(&[
-        "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5", "192.0.2.6", "192.0.2.7", "192.0.2.53",
-        "2001:db8:2::1", "2001:db8:2::2", "2001:db8:2::3", "2001:db8:2::53",
+        "192.0.2.1",
+        "192.0.2.2",
+        "192.0.2.3",
+        "192.0.2.4",
+        "192.0.2.5",
+        "192.0.2.6",
+        "192.0.2.7",
+        "192.0.2.53",
+        "2001:db8:2::1",
+        "2001:db8:2::2",
+        "2001:db8:2::3",
+        "2001:db8:2::53",
     ]);
-    lab.start_sshd(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.6", "2001:db8:2::1", "2001:db8:2::2", "2001:db8:2::3"]);
+    lab.start_sshd(&[
+        "192.0.2.1",
+        "192.0.2.2",
+        "192.0.2.3",
+        "192.0.2.4",
+        "192.0.2.6",
+        "2001:db8:2::1",
+        "2001:db8:2::2",
+        "2001:db8:2::3",
+    ]);
     lab.start_not_ssh("192.0.2.5");
     let hosts = lab.write("hosts", &hosts_file(&[]));
     let dnsmasq = lab.start_dnsmasq(&["192.0.2.53", "2001:db8:2::53"], 5353, &hosts);
-    fn rule<'a>(dest: &'a str, action: &[&'a str]) -> Vec<&'a str> {
-        [&["-d", dest, "-p", "tcp", "--dport", "22"][..], action].concat()
-    }
     lab.firewall("iptables", &rule("192.0.2.2", &["-j", "DROP"]));
-    lab.firewall("iptables", &rule("192.0.2.3", &["-j", "REJECT", "--reject-with", "tcp-reset"]));
-    lab.firewall("iptables", &rule("192.0.2.4", &["-j", "REJECT", "--reject-with", "icmp-admin-prohibited"]));
+    lab.firewall(
+        "iptables",
+        &rule("192.0.2.3", &["-j", "REJECT", "--reject-with", "tcp-reset"]),
+    );
+    lab.firewall(
+        "iptables",
+        &rule("192.0.2.4", &["-j", "REJECT", "--reject-with", "icmp-admin-prohibited"]),
+    );
     lab.firewall("ip6tables", &rule("2001:db8:2::2", &["-j", "DROP"]));
-    lab.firewall("ip6tables", &rule("2001:db8:2::3", &["-j", "REJECT", "--reject-with", "icmp6-adm-prohibited"]));
+    lab.firewall(
+        "ip6tables",
+        &rule(
+            "2001:db8:2::3",
+            &["-j", "REJECT", "--reject-with", "icmp6-adm-prohibited"],
+        ),
+    );
     lab.write("whitelist.yml", WHITELIST);
     (lab, dnsmasq)
 }
@@ -98,17 +133,37 @@ fn check_and_serve_tell_every_firewall_behaviour_apart() {
         return;
     }
     let (mut lab, dnsmasq) = build_lab();
+    check_reports_every_address(&lab);
+    serve_exports_every_address(&mut lab);
+    removed_address_loses_its_series(&lab, dnsmasq);
+    dns_outage_keeps_the_last_good_set(&mut lab, dnsmasq);
+}
 
-    // --- check --output json: one sweep, every address, exit 1 because there are findings.
+/// `check --output json`: one sweep, every address, exit 1 because there are findings.
+fn check_reports_every_address(lab: &Lab) {
     let check_config = lab.write("check.yml", &config("60s", "192.0.2.53:5353"));
-    let out = lab.audit(&["check", "--config.file", check_config.to_str().unwrap(), "--output", "json"]);
+    let out = lab.audit(&[
+        "check",
+        "--config.file",
+        check_config.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "findings exit 1\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "findings exit 1\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_str(&stdout).unwrap();
     let addresses = report["addresses"].as_array().unwrap();
     assert_eq!(addresses.len(), EXPECTED.len(), "{stdout}");
     for (ip, by, whitelisted, state, finding) in EXPECTED {
-        let a = addresses.iter().find(|a| a["ip"] == *ip).unwrap_or_else(|| panic!("{ip} missing:\n{stdout}"));
+        let a = addresses
+            .iter()
+            .find(|a| a["ip"] == *ip)
+            .unwrap_or_else(|| panic!("{ip} missing:\n{stdout}"));
         assert_eq!(a["published"], *by != "none", "{ip} published");
         assert_eq!(a["whitelisted"], *whitelisted, "{ip} whitelisted");
         if !state.is_empty() {
@@ -117,73 +172,168 @@ fn check_and_serve_tell_every_firewall_behaviour_apart() {
         assert_eq!(a["finding"].as_str(), *finding, "{ip}");
     }
     let open = addresses.iter().find(|a| a["ip"] == "192.0.2.1").unwrap();
-    assert!(open["probe"]["software"].as_str().unwrap().starts_with("OpenSSH_"), "{open}");
+    assert!(
+        open["probe"]["software"].as_str().unwrap().starts_with("OpenSSH_"),
+        "{open}"
+    );
     assert_eq!(open["probe"]["attempts"], 1);
     let dropped = addresses.iter().find(|a| a["ip"] == "192.0.2.2").unwrap();
     assert_eq!(dropped["probe"]["attempts"], 2, "a failing address uses every attempt");
     let summary = &report["summary"];
-    assert_eq!((summary["blocked"].as_u64(), summary["missing"].as_u64()), (Some(6), Some(1)), "{summary}");
-    assert_eq!((summary["undeclared"].as_u64(), summary["stale"].as_u64()), (Some(1), Some(1)), "{summary}");
-    assert!(report["whitelist_entries"].as_array().unwrap().iter().any(|e| e["entry"] == "203.0.113.0/24" && e["unused"] == true));
+    assert_eq!(
+        (summary["blocked"].as_u64(), summary["missing"].as_u64()),
+        (Some(6), Some(1)),
+        "{summary}"
+    );
+    assert_eq!(
+        (summary["undeclared"].as_u64(), summary["stale"].as_u64()),
+        (Some(1), Some(1)),
+        "{summary}"
+    );
+    assert!(
+        report["whitelist_entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["entry"] == "203.0.113.0/24" && e["unused"] == true)
+    );
 
     // The table says the same, in words.
     let out = lab.audit(&["check", "--config.file", check_config.to_str().unwrap()]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("no SYN-ACK within 1s 500ms"), "{table}");
     assert!(table.lines().last().unwrap().starts_with("summary: 11 addresses of 1 target: 3 open, 8 not open; findings: 9 (6 blocked, 1 missing, 1 undeclared, 1 stale)"), "{table}");
+}
 
-    // --- serve: the same states and findings on /metrics.
+/// `serve`: the same states and findings on `/metrics`.
+fn serve_exports_every_address(lab: &mut Lab) {
     let serve_config = lab.write("serve.yml", &config("2s", "[2001:db8:2::53]:5353"));
     lab.serve(&serve_config, "127.0.0.1:10022");
     lab.poll("http://127.0.0.1:10022/-/ready", Duration::from_secs(20), |_| true);
-    let text = lab.poll("http://127.0.0.1:10022/metrics", Duration::from_secs(10), |b| b.contains("whitelist_audit_ip_state"));
+    let text = lab.poll("http://127.0.0.1:10022/metrics", Duration::from_secs(10), |b| {
+        b.contains("whitelist_audit_ip_state")
+    });
     let m = Scrape::parse(&text);
     for (ip, by, whitelisted, state, finding) in EXPECTED {
         let tip = [("target", "vendor-sftp"), ("ip", *ip), ("port", "22")];
-        assert_eq!(m.get("whitelist_audit_ip_published", &tip[..2]), Some(if *by == "none" { 0.0 } else { 1.0 }), "{ip}\n{}", lab.logs());
-        assert_eq!(m.get("whitelist_audit_ip_whitelisted", &tip), Some(if *whitelisted { 1.0 } else { 0.0 }), "{ip}");
+        assert_eq!(
+            m.get("whitelist_audit_ip_published", &tip[..2]),
+            Some(if *by == "none" { 0.0 } else { 1.0 }),
+            "{ip}\n{}",
+            lab.logs()
+        );
+        assert_eq!(
+            m.get("whitelist_audit_ip_whitelisted", &tip),
+            Some(if *whitelisted { 1.0 } else { 0.0 }),
+            "{ip}"
+        );
         if !state.is_empty() {
-            assert_eq!(m.get("whitelist_audit_ip_up", &tip), Some(if *state == "open" { 1.0 } else { 0.0 }), "{ip}\n{}", lab.logs());
+            assert_eq!(
+                m.get("whitelist_audit_ip_up", &tip),
+                Some(if *state == "open" { 1.0 } else { 0.0 }),
+                "{ip}\n{}",
+                lab.logs()
+            );
             for s in ["open", "refused", "timeout", "unreachable", "protocol_error"] {
                 let labels = [tip[0], tip[1], tip[2], ("state", s)];
-                assert_eq!(m.get("whitelist_audit_ip_state", &labels), Some(if s == *state { 1.0 } else { 0.0 }), "{ip} {s}");
+                assert_eq!(
+                    m.get("whitelist_audit_ip_state", &labels),
+                    Some(if s == *state { 1.0 } else { 0.0 }),
+                    "{ip} {s}"
+                );
             }
         }
         for f in ["blocked", "missing", "undeclared", "stale"] {
             let labels = [tip[0], tip[1], tip[2], ("finding", f)];
-            assert_eq!(m.get("whitelist_audit_ip_finding", &labels), (Some(f) == *finding).then_some(1.0), "{ip} {f}");
+            assert_eq!(
+                m.get("whitelist_audit_ip_finding", &labels),
+                (Some(f) == *finding).then_some(1.0),
+                "{ip} {f}"
+            );
         }
     }
-    assert!(m.0.keys().any(|k| k.starts_with("whitelist_audit_ssh_info{") && k.contains("ip=\"2001:db8:2::1\"") && k.contains("software=\"OpenSSH_")));
+    assert!(m.0.keys().any(|k| k.starts_with("whitelist_audit_ssh_info{")
+        && k.contains("ip=\"2001:db8:2::1\"")
+        && k.contains("software=\"OpenSSH_")));
     assert_eq!(m.get("whitelist_audit_source_up", &[("source", "dns")]), Some(1.0));
-    assert_eq!(m.get("whitelist_audit_source_addresses", &[("source", "dns")]), Some(9.0));
-    assert_eq!(m.get("whitelist_audit_source_addresses", &[("source", "static")]), Some(1.0));
-    assert_eq!(m.get("whitelist_audit_target_addresses", &[("set", "published")]), Some(10.0));
-    assert_eq!(m.get("whitelist_audit_target_addresses", &[("set", "probed")]), Some(11.0));
-    assert_eq!(m.get("whitelist_audit_target_addresses", &[("set", "blocked")]), Some(6.0));
-    assert_eq!(m.get("whitelist_audit_target_addresses", &[("set", "stale")]), Some(1.0));
+    assert_eq!(
+        m.get("whitelist_audit_source_addresses", &[("source", "dns")]),
+        Some(9.0)
+    );
+    assert_eq!(
+        m.get("whitelist_audit_source_addresses", &[("source", "static")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get("whitelist_audit_target_addresses", &[("set", "published")]),
+        Some(10.0)
+    );
+    assert_eq!(
+        m.get("whitelist_audit_target_addresses", &[("set", "probed")]),
+        Some(11.0)
+    );
+    assert_eq!(
+        m.get("whitelist_audit_target_addresses", &[("set", "blocked")]),
+        Some(6.0)
+    );
+    assert_eq!(
+        m.get("whitelist_audit_target_addresses", &[("set", "stale")]),
+        Some(1.0)
+    );
     assert_eq!(m.get("whitelist_audit_target_addresses", &[("set", "up")]), Some(3.0));
-    assert_eq!(m.get("whitelist_audit_whitelist_entry_unused", &[("entry", "203.0.113.0/24")]), Some(1.0));
-    assert_eq!(m.get("whitelist_audit_whitelist_entry_unused", &[("entry", "2001:db8:2::/126")]), Some(0.0));
-    assert!(m.get("whitelist_audit_last_sweep_timestamp_seconds", &[]).is_some_and(|t| t > 1.7e9));
+    assert_eq!(
+        m.get("whitelist_audit_whitelist_entry_unused", &[("entry", "203.0.113.0/24")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get(
+            "whitelist_audit_whitelist_entry_unused",
+            &[("entry", "2001:db8:2::/126")]
+        ),
+        Some(0.0)
+    );
+    assert!(
+        m.get("whitelist_audit_last_sweep_timestamp_seconds", &[])
+            .is_some_and(|t| t > 1.7e9)
+    );
+}
 
-    // --- 192.0.2.6 leaves DNS: every one of its series disappears.
+/// 192.0.2.6 leaves DNS: every one of its series disappears.
+fn removed_address_loses_its_series(lab: &Lab, dnsmasq: u32) {
     lab.write("hosts", &hosts_file(&["192.0.2.6"]));
     lab.signal(dnsmasq, "HUP");
-    let text = lab.poll("http://127.0.0.1:10022/metrics", Duration::from_secs(20), |b| !b.contains("ip=\"192.0.2.6\""));
+    let text = lab.poll("http://127.0.0.1:10022/metrics", Duration::from_secs(20), |b| {
+        !b.contains("ip=\"192.0.2.6\"")
+    });
     let m = Scrape::parse(&text);
     assert!(m.series_of_ip("192.0.2.6").is_empty());
-    assert_eq!(m.get("whitelist_audit_source_addresses", &[("source", "dns")]), Some(8.0));
-    assert_eq!(m.get("whitelist_audit_ip_up", &[("ip", "192.0.2.1")]), Some(1.0), "the others stay");
+    assert_eq!(
+        m.get("whitelist_audit_source_addresses", &[("source", "dns")]),
+        Some(8.0)
+    );
+    assert_eq!(
+        m.get("whitelist_audit_ip_up", &[("ip", "192.0.2.1")]),
+        Some(1.0),
+        "the others stay"
+    );
+}
 
-    // --- DNS goes away: the source says so, and the last good set stays in force.
+/// DNS goes away: the source says so, and the last good set stays in force.
+fn dns_outage_keeps_the_last_good_set(lab: &mut Lab, dnsmasq: u32) {
     lab.kill(dnsmasq);
     let text = lab.poll("http://127.0.0.1:10022/metrics", Duration::from_secs(30), |b| {
         Scrape::parse(b).get("whitelist_audit_source_up", &[("source", "dns")]) == Some(0.0)
     });
     let m = Scrape::parse(&text);
-    assert_eq!(m.get("whitelist_audit_source_addresses", &[("source", "dns")]), Some(8.0), "no set is emptied by a failure");
-    assert_eq!(m.get("whitelist_audit_ip_published", &[("ip", "2001:db8:2::1")]), Some(1.0));
+    assert_eq!(
+        m.get("whitelist_audit_source_addresses", &[("source", "dns")]),
+        Some(8.0),
+        "no set is emptied by a failure"
+    );
+    assert_eq!(
+        m.get("whitelist_audit_ip_published", &[("ip", "2001:db8:2::1")]),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -194,7 +344,10 @@ fn a_pool_too_large_for_udp_is_resolved_over_tcp() {
     let mut lab = Lab::new();
     lab.add_server_addresses(&["192.0.2.53"]);
     // 150 A records: far beyond a 512-byte UDP answer, so the resolver must retry over TCP.
-    let hosts: String = (1..=150).map(|i| format!("198.51.100.{i} big.vendor.test\n")).collect();
+    let hosts = (1..=150).fold(String::new(), |mut out, i| {
+        let _ = writeln!(out, "198.51.100.{i} big.vendor.test");
+        out
+    });
     let hosts = lab.write("hosts", &hosts);
     lab.start_dnsmasq(&["192.0.2.53"], 53, &hosts);
     // Probing those addresses from the client is pointless here: they are on the client's own
@@ -205,7 +358,8 @@ fn a_pool_too_large_for_udp_is_resolved_over_tcp() {
     );
     let out = lab.audit(&["check", "--config.file", config.to_str().unwrap(), "--output", "json"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
     let addresses = report["addresses"].as_array().unwrap();
     assert_eq!(addresses.len(), 150, "{}", report["targets"]);
     assert_eq!(report["targets"][0]["sources"][0]["up"], true);

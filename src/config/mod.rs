@@ -6,7 +6,7 @@ pub mod defaults;
 pub mod raw;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,9 +14,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_saphyr::{Location, Spanned};
 
-pub use raw::{CheckKind, ResolverSpec};
 pub use raw::RawConfig;
 use raw::{AddressFamily, RawAllow, RawTarget, RawWhitelist};
+pub use raw::{CheckKind, ResolverSpec};
 
 use crate::whitelist::{Entry, Whitelist};
 
@@ -58,7 +58,7 @@ impl ConfigError {
     pub fn summary(&self) -> String {
         let mut out = self.file.display().to_string();
         if let Some((line, column)) = self.position {
-            out.push_str(&format!(":{line}:{column}"));
+            let _ = write!(out, ":{line}:{column}");
         }
         out.push_str(": ");
         if let Some(key) = &self.key {
@@ -137,7 +137,7 @@ pub struct Config {
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = read(path, None)?;
     let raw: RawConfig = parse_yaml(path, &text)?;
-    build(path, raw)
+    build(path, &raw)
 }
 
 fn read(path: &Path, named_at: Option<(&Path, &Location, &str)>) -> Result<String, ConfigError> {
@@ -190,44 +190,59 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
 }
 
 /// Validates a parsed configuration and loads the whitelist files it names.
-pub fn build(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or_else(|| Path::new("."));
-    let g = raw.global;
+    let g = &raw.global;
     let global = Global {
         interval: nonzero_duration(path, g.interval.as_ref(), "global.interval", defaults::INTERVAL)?,
         timeout: nonzero_duration(path, g.timeout.as_ref(), "global.timeout", defaults::TIMEOUT)?,
         attempts: g.attempts.map_or(defaults::ATTEMPTS, |n| n.0),
         retry_delay: g.retry_delay.map_or(defaults::RETRY_DELAY, |d| d.0),
         concurrency: g.concurrency.map_or(defaults::CONCURRENCY, |n| n.0 as usize),
-        per_target_concurrency: g.per_target_concurrency.map_or(defaults::PER_TARGET_CONCURRENCY, |n| n.0 as usize),
+        per_target_concurrency: g
+            .per_target_concurrency
+            .map_or(defaults::PER_TARGET_CONCURRENCY, |n| n.0 as usize),
     };
-    let global_resolvers = resolvers(path, g.resolvers.as_ref(), "global.resolvers")?
-        .unwrap_or_else(|| vec![ResolverSpec::System]);
+    let global_resolvers =
+        resolvers(path, g.resolvers.as_ref(), "global.resolvers")?.unwrap_or_else(|| vec![ResolverSpec::System]);
 
     if raw.targets.is_empty() {
-        return Err(ConfigError::new(path, Some("targets".into()), "no targets: list at least one"));
+        return Err(ConfigError::new(
+            path,
+            Some("targets".into()),
+            "no targets: list at least one",
+        ));
     }
 
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut targets = Vec::with_capacity(raw.targets.len());
     let mut whitelist_files: Vec<(PathBuf, Vec<String>)> = Vec::new();
-    let global_whitelist = g
-        .whitelist
-        .as_ref()
-        .map(|p| (normalize(base, &p.value), ("global.whitelist".to_string(), p.referenced.clone())));
+    let global_whitelist = g.whitelist.as_ref().map(|p| {
+        (
+            normalize(base, &p.value),
+            ("global.whitelist".to_string(), p.referenced),
+        )
+    });
 
     for (index, t) in raw.targets.iter().enumerate() {
         let key = format!("targets[{index}]");
         let name = t.name.value.trim().to_string();
         if name.is_empty() {
-            return Err(ConfigError::at(path, &t.name.referenced, format!("{key}.name"), "a target needs a non-empty name"));
+            return Err(ConfigError::at(
+                path,
+                &t.name.referenced,
+                format!("{key}.name"),
+                "a target needs a non-empty name",
+            ));
         }
         if let Some(first_line) = seen.insert(name.clone(), t.name.referenced.line()) {
             return Err(ConfigError::at(
                 path,
                 &t.name.referenced,
                 format!("{key}.name"),
-                format!("duplicate target name `{name}` (first defined at line {first_line}): names must be unique, they become the `target` label"),
+                format!(
+                    "duplicate target name `{name}` (first defined at line {first_line}): names must be unique, they become the `target` label"
+                ),
             ));
         }
         let target = build_target(path, &key, t, &name, &global_resolvers)?;
@@ -244,26 +259,7 @@ pub fn build(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let names: BTreeSet<String> = targets.iter().map(|(t, _)| t.name.clone()).collect();
-    let mut entries = Vec::new();
-    for (file_index, (file, owners)) in whitelist_files.iter().enumerate() {
-        let (key, location) = raw
-            .targets
-            .iter()
-            .enumerate()
-            .find_map(|(i, t)| {
-                let own = t.whitelist.as_ref()?;
-                (normalize(base, &own.value) == *file).then(|| (format!("targets[{i}].whitelist"), own.referenced.clone()))
-            })
-            .or_else(|| global_whitelist.as_ref().map(|(_, named)| named.clone()))
-            .expect("every whitelist file was named by a key");
-        let text = std::fs::read_to_string(file).map_err(|err| {
-            ConfigError::at(path, &location, key, format!("cannot read whitelist `{}`: {err}", file.display()))
-        })?;
-        let raw: RawWhitelist = parse_yaml(file, &text)?;
-        for (i, allow) in raw.allow.iter().enumerate() {
-            entries.extend(build_entries(file, file_index, i, allow, owners, &names)?);
-        }
-    }
+    let entries = load_whitelists(path, base, raw, &whitelist_files, global_whitelist.as_ref(), &names)?;
 
     let targets: Vec<Target> = targets
         .into_iter()
@@ -277,29 +273,65 @@ pub fn build(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         global,
         targets,
-        whitelist: Whitelist::new(
-            whitelist_files.into_iter().map(|(file, _)| file).collect(),
-            entries,
-        ),
+        whitelist: Whitelist::new(whitelist_files.into_iter().map(|(file, _)| file).collect(), entries),
     })
+}
+
+/// Reads every whitelist file and turns its `allow` entries into [`Entry`] values. A file that
+/// cannot be read is reported at the key that named it.
+fn load_whitelists(
+    path: &Path,
+    base: &Path,
+    raw: &RawConfig,
+    whitelist_files: &[(PathBuf, Vec<String>)],
+    global_whitelist: Option<&(PathBuf, (String, Location))>,
+    names: &BTreeSet<String>,
+) -> Result<Vec<Entry>, ConfigError> {
+    let mut entries = Vec::new();
+    for (file_index, (file, owners)) in whitelist_files.iter().enumerate() {
+        let (key, location) = raw
+            .targets
+            .iter()
+            .enumerate()
+            .find_map(|(i, t)| {
+                let own = t.whitelist.as_ref()?;
+                (normalize(base, &own.value) == *file).then(|| (format!("targets[{i}].whitelist"), own.referenced))
+            })
+            .or_else(|| global_whitelist.map(|(_, named)| named.clone()))
+            .expect("every whitelist file was named by a key");
+        let text = std::fs::read_to_string(file).map_err(|err| {
+            ConfigError::at(
+                path,
+                &location,
+                key,
+                format!("cannot read whitelist `{}`: {err}", file.display()),
+            )
+        })?;
+        let parsed: RawWhitelist = parse_yaml(file, &text)?;
+        for (i, allow) in parsed.allow.iter().enumerate() {
+            entries.extend(build_entries(file, file_index, i, allow, owners, names)?);
+        }
+    }
+    Ok(entries)
 }
 
 /// Records that `file` is read, and which target (if any) has it as its own whitelist.
 fn register(files: &mut Vec<(PathBuf, Vec<String>)>, file: &Path, owner: Option<&str>) {
-    let slot = match files.iter().position(|(f, _)| f == file) {
-        Some(i) => i,
-        None => {
-            files.push((file.to_path_buf(), Vec::new()));
-            files.len() - 1
-        }
-    };
+    let slot = files.iter().position(|(f, _)| f == file).unwrap_or_else(|| {
+        files.push((file.to_path_buf(), Vec::new()));
+        files.len() - 1
+    });
     if let Some(owner) = owner {
         files[slot].1.push(owner.to_string());
     }
 }
 
 fn normalize(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
 }
 
 fn nonzero_duration(
@@ -352,20 +384,20 @@ fn build_target(
                 return Err(at("empty host name".into()));
             }
             if text.parse::<IpAddr>().is_ok() {
-                return Err(at(format!("`{text}` is an address, not a host name: list it under `static`")));
+                return Err(at(format!(
+                    "`{text}` is an address, not a host name: list it under `static`"
+                )));
             }
-            if text.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')) {
+            if text
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_'))
+            {
                 return Err(at(format!("`{text}` is not a valid host name")));
             }
             Some(text)
         }
     };
-    let static_addresses: BTreeSet<IpAddr> = t
-        .static_addresses
-        .iter()
-        .flatten()
-        .map(|a| a.0)
-        .collect();
+    let static_addresses: BTreeSet<IpAddr> = t.static_addresses.iter().flatten().map(|a| a.0).collect();
     if host.is_none() && static_addresses.is_empty() {
         return Err(ConfigError::at(
             file,
@@ -415,10 +447,20 @@ fn build_entries(
 ) -> Result<Vec<Entry>, ConfigError> {
     let key = format!("allow[{index}]");
     if allow.addresses.value.is_empty() {
-        return Err(ConfigError::at(file, &allow.addresses.referenced, format!("{key}.addresses"), "empty list: name at least one address or CIDR"));
+        return Err(ConfigError::at(
+            file,
+            &allow.addresses.referenced,
+            format!("{key}.addresses"),
+            "empty list: name at least one address or CIDR",
+        ));
     }
     if allow.ports.value.is_empty() {
-        return Err(ConfigError::at(file, &allow.ports.referenced, format!("{key}.ports"), "empty list: name at least one port"));
+        return Err(ConfigError::at(
+            file,
+            &allow.ports.referenced,
+            format!("{key}.ports"),
+            "empty list: name at least one port",
+        ));
     }
     let belongs_to: Vec<String> = match &allow.target {
         Some(tag) => {

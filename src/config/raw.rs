@@ -95,7 +95,12 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 /// A whole number from `min` to `max`, with messages a person understands ("invalid u32" is not one).
-fn whole_number<'de, D: Deserializer<'de>>(deserializer: D, what: &'static str, min: u64, max: u64) -> Result<u64, D::Error> {
+fn whole_number<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    what: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<u64, D::Error> {
     struct Visitor {
         what: &'static str,
         min: u64,
@@ -110,17 +115,26 @@ fn whole_number<'de, D: Deserializer<'de>>(deserializer: D, what: &'static str, 
             if (self.min..=self.max).contains(&value) {
                 Ok(value)
             } else {
-                Err(E::custom(format!("invalid {} {value}: write a whole number from {} to {}", self.what, self.min, self.max)))
+                Err(E::custom(format!(
+                    "invalid {} {value}: write a whole number from {} to {}",
+                    self.what, self.min, self.max
+                )))
             }
         }
         fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
             match u64::try_from(value) {
                 Ok(value) => self.visit_u64(value),
-                Err(_) => Err(E::custom(format!("invalid {} {value}: write a whole number from {} to {}", self.what, self.min, self.max))),
+                Err(_) => Err(E::custom(format!(
+                    "invalid {} {value}: write a whole number from {} to {}",
+                    self.what, self.min, self.max
+                ))),
             }
         }
         fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<u64, E> {
-            Err(E::custom(format!("invalid {} `{value}`: write a whole number from {} to {}", self.what, self.min, self.max)))
+            Err(E::custom(format!(
+                "invalid {} `{value}`: write a whole number from {} to {}",
+                self.what, self.min, self.max
+            )))
         }
     }
     deserializer.deserialize_any(Visitor { what, min, max })
@@ -204,10 +218,7 @@ impl Prefix {
         })?;
         if net.trunc() != net {
             // A firewall would silently mask these bits; a typo in the mask is likelier than intent.
-            return Err(format!(
-                "`{text}` has host bits set: did you mean {}?",
-                net.trunc()
-            ));
+            return Err(format!("`{text}` has host bits set: did you mean {}?", net.trunc()));
         }
         Ok(Self(net))
     }

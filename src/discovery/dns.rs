@@ -35,7 +35,8 @@ impl DnsBook {
         for &ip in answers {
             self.last_seen.insert(ip, now);
         }
-        self.last_seen.retain(|_, seen| now.saturating_duration_since(*seen) <= retention);
+        self.last_seen
+            .retain(|_, seen| now.saturating_duration_since(*seen) <= retention);
     }
 
     /// Records a failed refresh at `now`: the set stays exactly as it was.
@@ -79,10 +80,18 @@ pub async fn resolve(target: &Target, timeout: Duration) -> Result<BTreeSet<IpAd
             })?;
             let (v4, v6) = tokio::join!(
                 async {
-                    if target.ipv4 { Some(resolver.ipv4_lookup(host).await) } else { None }
+                    if target.ipv4 {
+                        Some(resolver.ipv4_lookup(host).await)
+                    } else {
+                        None
+                    }
                 },
                 async {
-                    if target.ipv6 { Some(resolver.ipv6_lookup(host).await) } else { None }
+                    if target.ipv6 {
+                        Some(resolver.ipv6_lookup(host).await)
+                    } else {
+                        None
+                    }
                 },
             );
             for (record_type, answer) in [("A", v4), ("AAAA", v6)] {

@@ -46,6 +46,7 @@ pub struct SourceReport {
     pub last_error: Option<String>,
 }
 
+#[allow(clippy::ref_option)] // serde's `serialize_with` hands us `&Option<T>`
 fn as_unix_seconds<S: serde::Serializer>(time: &Option<SystemTime>, serializer: S) -> Result<S::Ok, S::Error> {
     match time {
         Some(t) => serializer.serialize_some(&unix_seconds(*t)),
@@ -55,7 +56,8 @@ fn as_unix_seconds<S: serde::Serializer>(time: &Option<SystemTime>, serializer: 
 
 /// Seconds since the Unix epoch, as Prometheus timestamps are.
 pub fn unix_seconds(time: SystemTime) -> f64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The published set: the union of every source's addresses.

@@ -31,7 +31,13 @@ pub enum ProbeState {
 
 impl ProbeState {
     /// Every state, in the order the metrics list them.
-    pub const ALL: [Self; 5] = [Self::Open, Self::Refused, Self::Timeout, Self::Unreachable, Self::ProtocolError];
+    pub const ALL: [Self; 5] = [
+        Self::Open,
+        Self::Refused,
+        Self::Timeout,
+        Self::Unreachable,
+        Self::ProtocolError,
+    ];
 
     /// The `state` label value.
     pub fn as_label(self) -> &'static str {

@@ -64,7 +64,10 @@ fn parse_line(line: &[u8]) -> Scan {
         return Scan::NotSsh("identification line is not text".into());
     };
     if text.chars().any(|c| c.is_ascii_control()) {
-        return Scan::NotSsh(format!("identification line has control characters: {}", printable(line)));
+        return Scan::NotSsh(format!(
+            "identification line has control characters: {}",
+            printable(line)
+        ));
     }
     let body = &text[4..];
     let Some((protocol, rest)) = body.split_once('-') else {
@@ -95,7 +98,16 @@ pub fn first_line(received: &[u8]) -> String {
 }
 
 fn printable(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }).collect()
+    bytes
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -123,13 +135,19 @@ mod tests {
         // RFC 4253 forbids '-' in the software version, but Cisco sends it and OpenSSH accepts it:
         // refusing it would report a healthy router as not-SSH.
         assert_eq!(scan(b"SSH-1.99-Cisco-1.25\n", 8192), found("Cisco-1.25", "1.99", None));
-        assert_eq!(scan(b"SSH-1.99-dropbear_2022.83\n", 8192), found("dropbear_2022.83", "1.99", None));
+        assert_eq!(
+            scan(b"SSH-1.99-dropbear_2022.83\n", 8192),
+            found("dropbear_2022.83", "1.99", None)
+        );
     }
 
     #[test]
     fn text_lines_before_the_identification_are_skipped() {
         assert_eq!(
-            scan(b"Welcome to vendor SFTP\r\nAuthorized use only\r\nSSH-2.0-AWS_SFTP_1.1\r\n", 8192),
+            scan(
+                b"Welcome to vendor SFTP\r\nAuthorized use only\r\nSSH-2.0-AWS_SFTP_1.1\r\n",
+                8192
+            ),
             found("AWS_SFTP_1.1", "2.0", None)
         );
     }
@@ -152,7 +170,10 @@ mod tests {
     fn garbage_past_the_cap_is_refused() {
         let junk = vec![b'x'; 9000];
         match scan(&junk, 8192) {
-            Scan::NotSsh(reason) => assert!(reason.starts_with("no SSH identification line in the first 8192 bytes"), "{reason}"),
+            Scan::NotSsh(reason) => assert!(
+                reason.starts_with("no SSH identification line in the first 8192 bytes"),
+                "{reason}"
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -160,7 +181,10 @@ mod tests {
     #[test]
     fn http_reply_is_waited_out_until_cap_or_close() {
         assert_eq!(scan(b"HTTP/1.1 400 Bad Request\r\n\r\n", 8192), Scan::NeedMore);
-        assert_eq!(first_line(b"HTTP/1.1 400 Bad Request\r\n\r\n"), "HTTP/1.1 400 Bad Request");
+        assert_eq!(
+            first_line(b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+            "HTTP/1.1 400 Bad Request"
+        );
     }
 
     #[test]

@@ -20,7 +20,11 @@ pub async fn attempt(address: SocketAddr, check: CheckKind, timeout: Duration) -
     let deadline = start + timeout;
     let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
         Err(_) => {
-            return finish(start, ProbeState::Timeout, format!("no SYN-ACK within {}", humantime::format_duration(timeout)));
+            return finish(
+                start,
+                ProbeState::Timeout,
+                format!("no SYN-ACK within {}", humantime::format_duration(timeout)),
+            );
         }
         Ok(Err(err)) => return finish(start, classify_connect_error(&err), format!("connect: {err}")),
         Ok(Ok(stream)) => stream,
@@ -32,7 +36,12 @@ pub async fn attempt(address: SocketAddr, check: CheckKind, timeout: Duration) -
 }
 
 fn finish(start: Instant, state: ProbeState, detail: String) -> Attempt {
-    Attempt { state, duration: start.elapsed(), software: None, detail }
+    Attempt {
+        state,
+        duration: start.elapsed(),
+        software: None,
+        detail,
+    }
 }
 
 async fn identify(mut stream: TcpStream, start: Instant, deadline: Instant) -> Attempt {
@@ -48,18 +57,29 @@ async fn identify(mut stream: TcpStream, start: Instant, deadline: Instant) -> A
                 let detail = if received.is_empty() {
                     "TCP connected, but nothing was received before the timeout".to_string()
                 } else {
-                    format!("no SSH identification line before the timeout; first line: {}", ssh::first_line(&received))
+                    format!(
+                        "no SSH identification line before the timeout; first line: {}",
+                        ssh::first_line(&received)
+                    )
                 };
                 return finish(start, ProbeState::ProtocolError, detail);
             }
             Ok(Err(err)) => {
-                return finish(start, ProbeState::ProtocolError, format!("TCP connected, then {err} before an SSH identification line"));
+                return finish(
+                    start,
+                    ProbeState::ProtocolError,
+                    format!("TCP connected, then {err} before an SSH identification line"),
+                );
             }
             Ok(Ok(0)) => {
                 let detail = if received.is_empty() {
-                    "TCP connected, then closed by the peer without a byte (MaxStartups, or a proxy refusing)".to_string()
+                    "TCP connected, then closed by the peer without a byte (MaxStartups, or a proxy refusing)"
+                        .to_string()
                 } else {
-                    format!("closed by the peer before an SSH identification line; first line: {}", ssh::first_line(&received))
+                    format!(
+                        "closed by the peer before an SSH identification line; first line: {}",
+                        ssh::first_line(&received)
+                    )
                 };
                 return finish(start, ProbeState::ProtocolError, detail);
             }
@@ -105,12 +125,32 @@ mod tests {
     #[test]
     fn errno_classification() {
         // Values from Linux asm-generic/errno.h.
-        assert_eq!(os(111), ProbeState::Refused, "ECONNREFUSED: RST, or ICMP port-unreachable");
+        assert_eq!(
+            os(111),
+            ProbeState::Refused,
+            "ECONNREFUSED: RST, or ICMP port-unreachable"
+        );
         assert_eq!(os(104), ProbeState::Refused, "ECONNRESET");
-        assert_eq!(os(110), ProbeState::Timeout, "ETIMEDOUT: the kernel gave up on SYN retries");
-        assert_eq!(os(113), ProbeState::Unreachable, "EHOSTUNREACH: ICMP host/admin unreachable");
+        assert_eq!(
+            os(110),
+            ProbeState::Timeout,
+            "ETIMEDOUT: the kernel gave up on SYN retries"
+        );
+        assert_eq!(
+            os(113),
+            ProbeState::Unreachable,
+            "EHOSTUNREACH: ICMP host/admin unreachable"
+        );
         assert_eq!(os(101), ProbeState::Unreachable, "ENETUNREACH: no route");
-        assert_eq!(os(13), ProbeState::Unreachable, "EACCES: ICMPv6 administratively prohibited");
-        assert_eq!(os(1), ProbeState::Unreachable, "EPERM: the local firewall refused the SYN");
+        assert_eq!(
+            os(13),
+            ProbeState::Unreachable,
+            "EACCES: ICMPv6 administratively prohibited"
+        );
+        assert_eq!(
+            os(1),
+            ProbeState::Unreachable,
+            "EPERM: the local firewall refused the SYN"
+        );
     }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,16 +14,34 @@ use std::time::{Duration, Instant};
 static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
 
 /// Tools the lab needs on PATH (or at these paths).
-const TOOLS: &[&str] = &["ip", "iptables", "ip6tables", "/usr/sbin/sshd", "ssh-keygen", "dnsmasq", "curl", "python3"];
+const TOOLS: &[&str] = &[
+    "ip",
+    "iptables",
+    "ip6tables",
+    "/usr/sbin/sshd",
+    "ssh-keygen",
+    "dnsmasq",
+    "curl",
+    "python3",
+];
 
 /// Whether this process may build a lab. In CI (CI=true) a missing requirement is a failure, never
 /// a skip; elsewhere the test says loudly that it skipped.
 pub fn lab_allowed(test: &str) -> bool {
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     let missing: Vec<&str> = TOOLS
         .iter()
         .copied()
-        .filter(|tool| !Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success()))
+        .filter(|tool| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
         .collect();
     let problem = if !root {
         Some("needs root (network namespaces, iptables)".to_string())
@@ -33,7 +52,9 @@ pub fn lab_allowed(test: &str) -> bool {
     };
     match problem {
         None => true,
-        Some(problem) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {problem}; CI must run this test"),
+        Some(problem) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: {problem}; CI must run this test")
+        }
         Some(problem) => {
             eprintln!("\n!!! SKIPPED {test}: {problem}. Run as root with .ci/run's packages to exercise it. !!!\n");
             false
@@ -43,7 +64,10 @@ pub fn lab_allowed(test: &str) -> bool {
 
 /// Runs a command and panics with its output if it fails.
 pub fn sh(program: &str, args: &[&str]) -> Output {
-    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
         output.status.success(),
         "{program} {}: {}{}",
@@ -56,9 +80,11 @@ pub fn sh(program: &str, args: &[&str]) -> Output {
 
 /// Three namespaces: client -- firewall -- server.
 ///
+/// ```text
 /// client:   198.51.100.2/24, 2001:db8:1::2/64, default via the firewall
 /// firewall: 198.51.100.1/24, 2001:db8:1::1/64 | 192.0.2.254/24, 2001:db8:2::fe/64, forwarding
 /// server:   192.0.2.0/24 and 2001:db8:2::/64 addresses added by the test, default via the firewall
+/// ```
 pub struct Lab {
     pub client: String,
     pub firewall: String,
@@ -70,7 +96,11 @@ pub struct Lab {
 impl Lab {
     /// Builds the three namespaces and their links.
     pub fn new() -> Self {
-        let id = format!("{}{}", std::process::id() % 100_000, NEXT_LAB.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = std::env::temp_dir().join(format!("wla-lab-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let lab = Self {
@@ -84,9 +114,46 @@ impl Lab {
             sh("ip", &["netns", "add", ns]);
             lab.run(ns, &["ip", "link", "set", "lo", "up"]);
         }
-        let (c, f1, f2, s) = (format!("w{id}c"), format!("w{id}a"), format!("w{id}b"), format!("w{id}s"));
-        sh("ip", &["link", "add", &c, "netns", &lab.client, "type", "veth", "peer", "name", &f1, "netns", &lab.firewall]);
-        sh("ip", &["link", "add", &s, "netns", &lab.server, "type", "veth", "peer", "name", &f2, "netns", &lab.firewall]);
+        let (c, f1, f2, s) = (
+            format!("w{id}c"),
+            format!("w{id}a"),
+            format!("w{id}b"),
+            format!("w{id}s"),
+        );
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &c,
+                "netns",
+                &lab.client,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &f1,
+                "netns",
+                &lab.firewall,
+            ],
+        );
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &s,
+                "netns",
+                &lab.server,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &f2,
+                "netns",
+                &lab.firewall,
+            ],
+        );
         lab.run(&lab.firewall, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         lab.run(&lab.firewall, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         for (ns, dev, v4, v6) in [
@@ -100,9 +167,15 @@ impl Lab {
             lab.run(ns, &["ip", "link", "set", dev, "up"]);
         }
         lab.run(&lab.client, &["ip", "route", "add", "default", "via", "198.51.100.1"]);
-        lab.run(&lab.client, &["ip", "-6", "route", "add", "default", "via", "2001:db8:1::1"]);
+        lab.run(
+            &lab.client,
+            &["ip", "-6", "route", "add", "default", "via", "2001:db8:1::1"],
+        );
         lab.run(&lab.server, &["ip", "route", "add", "default", "via", "192.0.2.254"]);
-        lab.run(&lab.server, &["ip", "-6", "route", "add", "default", "via", "2001:db8:2::fe"]);
+        lab.run(
+            &lab.server,
+            &["ip", "-6", "route", "add", "default", "via", "2001:db8:2::fe"],
+        );
         lab
     }
 
@@ -112,6 +185,7 @@ impl Lab {
     }
 
     /// Runs a command inside `ns` and returns its output; panics on failure.
+    #[allow(clippy::unused_self)] // a method, so only a lab's own namespaces are named
     pub fn run(&self, ns: &str, args: &[&str]) -> Output {
         let mut all = vec!["netns", "exec", ns];
         all.extend_from_slice(args);
@@ -123,9 +197,24 @@ impl Lab {
         let dev = self.server_dev();
         for address in addresses {
             if address.contains(':') {
-                self.run(&self.server, &["ip", "-6", "addr", "add", &format!("{address}/64"), "dev", &dev, "nodad"]);
+                self.run(
+                    &self.server,
+                    &[
+                        "ip",
+                        "-6",
+                        "addr",
+                        "add",
+                        &format!("{address}/64"),
+                        "dev",
+                        &dev,
+                        "nodad",
+                    ],
+                );
             } else {
-                self.run(&self.server, &["ip", "addr", "add", &format!("{address}/24"), "dev", &dev]);
+                self.run(
+                    &self.server,
+                    &["ip", "addr", "add", &format!("{address}/24"), "dev", &dev],
+                );
             }
         }
     }
@@ -165,12 +254,17 @@ impl Lab {
     pub fn start_sshd(&mut self, addresses: &[&str]) -> u32 {
         let key = self.dir.join("ssh_host_ed25519_key");
         if !key.exists() {
-            sh("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()]);
+            sh(
+                "ssh-keygen",
+                &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+            );
         }
         // sshd refuses to start without its privilege-separation directory; the package creates
         // it at boot through tmpfiles, which a fresh container may not have run.
         std::fs::create_dir_all("/run/sshd").unwrap();
-        let mut args: Vec<String> = ["/usr/sbin/sshd", "-D", "-e", "-f", "/dev/null"].map(String::from).to_vec();
+        let mut args: Vec<String> = ["/usr/sbin/sshd", "-D", "-e", "-f", "/dev/null"]
+            .map(String::from)
+            .to_vec();
         for option in [
             format!("HostKey={}", key.display()),
             "PidFile=none".into(),
@@ -183,7 +277,11 @@ impl Lab {
         }
         for address in addresses {
             args.push("-o".into());
-            args.push(if address.contains(':') { format!("ListenAddress=[{address}]:22") } else { format!("ListenAddress={address}:22") });
+            args.push(if address.contains(':') {
+                format!("ListenAddress=[{address}]:22")
+            } else {
+                format!("ListenAddress={address}:22")
+            });
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = self.server.clone();
@@ -241,13 +339,21 @@ impl Lab {
         loop {
             let listening = String::from_utf8_lossy(&self.run(&self.server, &["ss", "-ltnH"]).stdout).to_string();
             let all = addresses.iter().all(|a| {
-                let needle = if a.contains(':') { format!("[{a}]:{port}") } else { format!("{a}:{port}") };
+                let needle = if a.contains(':') {
+                    format!("[{a}]:{port}")
+                } else {
+                    format!("{a}:{port}")
+                };
                 listening.contains(&needle)
             });
             if all {
                 return;
             }
-            assert!(Instant::now() < deadline, "nothing listens on {addresses:?}:{port}:\n{listening}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "nothing listens on {addresses:?}:{port}:\n{listening}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -264,7 +370,7 @@ impl Lab {
         let mut out = String::new();
         for index in 0..self.children.len() + 4 {
             if let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{index}.log"))) {
-                out.push_str(&format!("--- process {index}:\n{text}\n"));
+                let _ = write!(out, "--- process {index}:\n{text}\n");
             }
         }
         out
@@ -290,13 +396,36 @@ impl Lab {
     pub fn serve(&mut self, config: &Path, listen: &str) -> u32 {
         let client = self.client.clone();
         let bin = env!("CARGO_BIN_EXE_whitelist-audit");
-        self.spawn(&client, &[bin, "serve", "--config.file", config.to_str().unwrap(), "--web.listen-address", listen])
+        self.spawn(
+            &client,
+            &[
+                bin,
+                "serve",
+                "--config.file",
+                config.to_str().unwrap(),
+                "--web.listen-address",
+                listen,
+            ],
+        )
     }
 
     /// GETs (or POSTs) a URL from the client namespace, returning (status, body).
     pub fn http(&self, method: &str, url: &str) -> (u16, String) {
         let output = Command::new("ip")
-            .args(["netns", "exec", &self.client, "curl", "-s", "-m", "5", "-X", method, "-w", "\n%{http_code}", url])
+            .args([
+                "netns",
+                "exec",
+                &self.client,
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-X",
+                method,
+                "-w",
+                "\n%{http_code}",
+                url,
+            ])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&output.stdout).to_string();
@@ -312,7 +441,11 @@ impl Lab {
             if status == 200 && ready(&body) {
                 return body;
             }
-            assert!(Instant::now() < deadline, "{url} did not become ready within {limit:?}; last body:\n{body}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "{url} did not become ready within {limit:?}; last body:\n{body}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -335,7 +468,7 @@ impl Drop for Lab {
 pub struct Scrape(pub BTreeMap<String, f64>);
 
 impl Scrape {
-    /// Parses the OpenMetrics text `/metrics` serves.
+    /// Parses the `OpenMetrics` text `/metrics` serves.
     pub fn parse(text: &str) -> Self {
         let mut series = BTreeMap::new();
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
@@ -356,7 +489,11 @@ impl Scrape {
             })
             .map(|(_, v)| *v)
             .collect();
-        assert!(matching.len() <= 1, "{name} {labels:?} matches {} series", matching.len());
+        assert!(
+            matching.len() <= 1,
+            "{name} {labels:?} matches {} series",
+            matching.len()
+        );
         matching.first().copied()
     }
 
