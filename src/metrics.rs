@@ -59,6 +59,15 @@ fn gauge<L: EncodeLabelSet>(
     Ok(())
 }
 
+/// A gauge with no labels, or no sample at all when `value` is `None`.
+fn single(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: Option<f64>) -> Result<(), fmt::Error> {
+    let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    match value {
+        Some(value) => ConstGauge::new(value).encode(family),
+        None => Ok(()),
+    }
+}
+
 fn flag(value: bool) -> f64 {
     if value { 1.0 } else { 0.0 }
 }
@@ -216,23 +225,23 @@ fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: Descripto
             })
         }),
     )?;
-    gauge(
+    single(
         &mut e,
         "whitelist_audit_last_sweep_timestamp_seconds",
         "When the last complete sweep of every address finished.",
-        sweep.last_finished.map(|at| ([("", ""); 0], unix_seconds(at))),
+        sweep.last_finished.map(unix_seconds),
     )?;
-    gauge(
+    single(
         &mut e,
         "whitelist_audit_sweep_duration_seconds",
         "How long the last complete sweep took.",
-        sweep.last_duration.map(|d| ([("", ""); 0], d.as_secs_f64())),
+        sweep.last_duration.map(|d| d.as_secs_f64()),
     )?;
-    gauge(
+    single(
         &mut e,
         "whitelist_audit_config_last_reload_successful",
         "1 if the last configuration reload succeeded, else 0.",
-        [([("", ""); 0], flag(reload_ok))],
+        Some(flag(reload_ok)),
     )?;
     gauge(
         &mut e,

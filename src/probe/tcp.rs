@@ -65,11 +65,16 @@ async fn identify(mut stream: TcpStream, start: Instant, deadline: Instant) -> A
                 return finish(start, ProbeState::ProtocolError, detail);
             }
             Ok(Err(err)) => {
-                return finish(
-                    start,
-                    ProbeState::ProtocolError,
-                    format!("TCP connected, then {err} before an SSH identification line"),
-                );
+                let detail = if received.is_empty() {
+                    format!("TCP connected, then {err} before an SSH identification line")
+                } else {
+                    // What the peer said before hanging up is the best clue to what it is.
+                    format!(
+                        "{err} before an SSH identification line; first line: {}",
+                        ssh::first_line(&received)
+                    )
+                };
+                return finish(start, ProbeState::ProtocolError, detail);
             }
             Ok(Ok(0)) => {
                 let detail = if received.is_empty() {

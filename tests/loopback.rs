@@ -1,0 +1,497 @@
+//! Probing, reload and the command line against peers scripted by the test on loopback: no root
+//! needed. Each peer is a listener on 127.0.0.x that behaves one way (a real SSH server's
+//! greeting, garbage, silence, a flood) and reports what it saw.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use whitelist_audit::config::CheckKind;
+use whitelist_audit::probe::{self, ProbeSpec, ProbeState};
+
+const BIN: &str = env!("CARGO_BIN_EXE_whitelist-audit");
+
+/// A listener whose every connection is handled by `behave`, on its own thread, until the test ends.
+fn peer(address: &str, behave: impl Fn(TcpStream, usize) + Send + Sync + 'static) -> SocketAddr {
+    let listener = TcpListener::bind(address).unwrap();
+    let local = listener.local_addr().unwrap();
+    let behave = Arc::new(behave);
+    thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { return };
+            let behave = Arc::clone(&behave);
+            thread::spawn(move || behave(stream, n));
+        }
+    });
+    local
+}
+
+/// Reads the client's first line (our identification), bounded.
+fn read_line(stream: &mut TcpStream) -> String {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 300 && stream.read(&mut byte).unwrap_or(0) == 1 {
+        line.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&line).to_string()
+}
+
+fn spec(check: CheckKind, timeout_ms: u64, attempts: u32, retry_ms: u64) -> ProbeSpec {
+    ProbeSpec {
+        port: 0,
+        check,
+        timeout: Duration::from_millis(timeout_ms),
+        attempts,
+        retry_delay: Duration::from_millis(retry_ms),
+    }
+}
+
+async fn probe_at(address: SocketAddr, mut spec: ProbeSpec) -> probe::ProbeResult {
+    spec.port = address.port();
+    let slots = Semaphore::new(4);
+    let global = Semaphore::new(16);
+    probe::probe(address.ip(), spec, &slots, &global).await
+}
+
+#[tokio::test]
+async fn an_ssh_server_is_open_and_hears_our_identification() {
+    let heard = Arc::new(Mutex::new(String::new()));
+    let seen = Arc::clone(&heard);
+    let server = peer("127.0.0.1:0", move |mut s, _| {
+        s.write_all(b"Authorized use only\r\nSSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n")
+            .unwrap();
+        *seen.lock().unwrap() = read_line(&mut s);
+    });
+    let result = probe_at(server, spec(CheckKind::Ssh, 2000, 3, 100)).await;
+    assert_eq!(result.state, ProbeState::Open, "{}", result.detail);
+    assert_eq!(result.software.as_deref(), Some("OpenSSH_9.6p1"));
+    assert_eq!(result.attempts, 1);
+    // The server thread records our line after we close; give it a bounded moment.
+    for _ in 0..50 {
+        if !heard.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        heard.lock().unwrap().starts_with("SSH-2.0-whitelist_audit_"),
+        "{:?}",
+        heard.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_web_server_on_the_ssh_port_is_a_protocol_error() {
+    let server = peer("127.0.0.1:0", |mut s, _| {
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        thread::sleep(Duration::from_millis(200));
+    });
+    let result = probe_at(server, spec(CheckKind::Ssh, 2000, 1, 0)).await;
+    assert_eq!(result.state, ProbeState::ProtocolError);
+    assert!(result.detail.contains("HTTP/1.1 400 Bad Request"), "{}", result.detail);
+    // The same peer passes a plain TCP check.
+    let result = probe_at(server, spec(CheckKind::Tcp, 2000, 1, 0)).await;
+    assert_eq!(result.state, ProbeState::Open);
+}
+
+#[tokio::test]
+async fn a_silent_tarpit_is_a_protocol_error_after_the_timeout() {
+    let server = peer("127.0.0.1:0", |_s, _| thread::sleep(Duration::from_secs(5)));
+    let result = probe_at(server, spec(CheckKind::Ssh, 300, 1, 0)).await;
+    assert_eq!(result.state, ProbeState::ProtocolError);
+    assert!(result.detail.contains("nothing was received"), "{}", result.detail);
+}
+
+#[tokio::test]
+async fn a_flood_of_garbage_is_cut_off_at_the_read_cap() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&sent);
+    let server = peer("127.0.0.1:0", move |mut s, _| {
+        let chunk = vec![b'x'; 64 * 1024];
+        // Up to 64 MiB, or until the auditor hangs up.
+        for _ in 0..1024 {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+            counter.fetch_add(chunk.len(), Ordering::Relaxed);
+        }
+    });
+    let result = probe_at(server, spec(CheckKind::Ssh, 5000, 1, 0)).await;
+    assert_eq!(result.state, ProbeState::ProtocolError);
+    assert!(result.detail.contains("first 8192 bytes"), "{}", result.detail);
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        sent.load(Ordering::Relaxed) < 16 * 1024 * 1024,
+        "the auditor kept reading: {} bytes",
+        sent.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::test]
+async fn a_closed_port_uses_every_attempt_with_the_retry_delay_between() {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // dropped: nothing listens
+    let started = Instant::now();
+    let result = probe_at(closed, spec(CheckKind::Ssh, 1000, 3, 150)).await;
+    assert_eq!(result.state, ProbeState::Refused, "{}", result.detail);
+    assert_eq!(result.attempts, 3);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "two retry delays of 150ms lie between three attempts"
+    );
+}
+
+#[tokio::test]
+async fn the_first_success_ends_the_probe() {
+    let server = peer("127.0.0.1:0", |mut s, n| {
+        if n > 0 {
+            let _ = s.write_all(b"SSH-2.0-dropbear_2022.83\r\n");
+            let _ = read_line(&mut s);
+        } // the first connection is closed at once, as MaxStartups does
+    });
+    let result = probe_at(server, spec(CheckKind::Ssh, 2000, 3, 50)).await;
+    assert_eq!(
+        (result.state, result.attempts),
+        (ProbeState::Open, 2),
+        "{}",
+        result.detail
+    );
+}
+
+#[tokio::test]
+async fn probes_of_one_target_never_exceed_its_concurrency_limit() {
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (n, p) = (Arc::clone(&now), Arc::clone(&peak));
+    let server = peer("127.0.0.1:0", move |mut s, _| {
+        let current = n.fetch_add(1, Ordering::SeqCst) + 1;
+        p.fetch_max(current, Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(100));
+        n.fetch_sub(1, Ordering::SeqCst);
+        let _ = s.write_all(b"SSH-2.0-Slow_1.0\r\n");
+    });
+    let target_slots = Arc::new(Semaphore::new(3));
+    let global = Arc::new(Semaphore::new(64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (target_slots, global) = (Arc::clone(&target_slots), Arc::clone(&global));
+        let mut spec = spec(CheckKind::Ssh, 5000, 1, 0);
+        spec.port = server.port();
+        tasks.spawn(async move { probe::probe(server.ip(), spec, &target_slots, &global).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        assert_eq!(result.unwrap().state, ProbeState::Open);
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&peak), "peak {peak} connections at once");
+}
+
+// ---------------------------------------------------------------- the binary
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wla-loopback-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fake SSH server on `ip:port` (the same port on several loopback addresses).
+fn ssh_peer(ip: &str, port: u16) {
+    peer(&format!("{ip}:{port}"), |mut s, _| {
+        let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+        let _ = read_line(&mut s);
+    });
+}
+
+fn http(address: &str, method: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return (0, String::new());
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+fn wait_for(address: &str, path: &str, limit: Duration, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, body) = http(address, "GET", path);
+        if status == 200 && ready(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} not ready within {limit:?}: {status} {body}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_config(path: &Path, port: u16, statics: &[&str]) {
+    let list: Vec<String> = statics.iter().map(|s| format!("\"{s}\"")).collect();
+    std::fs::write(
+        path,
+        format!(
+            "global:\n  interval: 1s\n  timeout: 1s\n  attempts: 1\ntargets:\n  - name: loop\n    port: {port}\n    static: [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn reload_drops_departed_addresses_and_refuses_a_bad_file() {
+    let dir = tempdir("reload");
+    let port = free_port();
+    ssh_peer("127.0.0.1", port);
+    let config = dir.join("config.yml");
+    write_config(&config, port, &["127.0.0.1", "127.0.0.2"]); // nothing listens on .2: refused
+    let web = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &web,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon(child);
+    wait_for(&web, "/-/ready", Duration::from_secs(10), |_| true);
+    let metrics = wait_for(&web, "/metrics", Duration::from_secs(5), |b| {
+        b.contains("ip=\"127.0.0.2\"")
+    });
+    assert!(
+        metrics.contains(&format!(
+            "whitelist_audit_ip_up{{target=\"loop\",ip=\"127.0.0.1\",port=\"{port}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "whitelist_audit_ip_state{{target=\"loop\",ip=\"127.0.0.2\",port=\"{port}\",state=\"refused\"}} 1"
+    )));
+    assert!(metrics.contains("whitelist_audit_build_info{version=\""));
+    assert!(metrics.ends_with("# EOF\n"));
+
+    write_config(&config, port, &["127.0.0.1"]);
+    let (status, body) = http(&web, "POST", "/-/reload");
+    assert_eq!(status, 200, "{body}");
+    let metrics = wait_for(&web, "/metrics", Duration::from_secs(5), |_| true);
+    assert!(
+        !metrics.contains("127.0.0.2"),
+        "a departed address keeps no series:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("whitelist_audit_config_last_reload_successful 1"),
+        "{metrics}"
+    );
+
+    std::fs::write(&config, "global:\n  attempts: 0\ntargets: []\n").unwrap();
+    let (status, body) = http(&web, "POST", "/-/reload");
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("config.yml:2:13: global.attempts: invalid count 0"),
+        "{body}"
+    );
+    let metrics = wait_for(&web, "/metrics", Duration::from_secs(5), |_| true);
+    assert!(
+        metrics.contains("whitelist_audit_config_last_reload_successful 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ip=\"127.0.0.1\""),
+        "the running configuration stays in force"
+    );
+}
+
+#[test]
+fn check_exit_codes_follow_the_contract() {
+    let dir = tempdir("exit");
+    let port = free_port();
+    ssh_peer("127.0.0.1", port);
+    ssh_peer("127.0.0.3", port);
+    let config = dir.join("clean.yml");
+    write_config(&config, port, &["127.0.0.1", "127.0.0.3"]);
+    let out = Command::new(BIN)
+        .args(["check", "--config.file", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    assert!(table.starts_with("TARGET"), "{table}");
+    assert!(
+        table.contains("summary: 2 addresses of 1 target: 2 open, 0 not open; findings: 0"),
+        "{table}"
+    );
+
+    write_config(&config, port, &["127.0.0.1", "127.0.0.4"]);
+    let out = Command::new(BIN)
+        .args(["check", "--config.file", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a blocked address is a finding");
+
+    std::fs::write(&config, "targets:\n  - name: x\n    sttic: [127.0.0.1]\n").unwrap();
+    for command in ["check", "validate", "serve"] {
+        let out = Command::new(BIN)
+            .args([command, "--config.file", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("clean.yml:3:5: targets[0].sttic: unknown field `sttic`"),
+            "{command}: {stderr}"
+        );
+    }
+    let out = Command::new(BIN).args(["check", "--port", "22"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad command line is bad input");
+    let out = Command::new(BIN)
+        .args(["validate", "--config.file", "examples/whitelist-audit.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn check_host_resolves_and_probes_every_address() {
+    let port = free_port();
+    ssh_peer("127.0.0.1", port);
+    let ipv6 = TcpListener::bind(("::1", port)).is_ok(); // released at once; only tells if ::1 works here
+    if ipv6 {
+        peer(&format!("[::1]:{port}"), |mut s, _| {
+            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+            let _ = read_line(&mut s);
+        });
+    }
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--host",
+            "localhost",
+            "--port",
+            &port.to_string(),
+            "--timeout",
+            "1s",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ips: Vec<IpAddr> = report["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["ip"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ips.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{report}");
+    for address in report["addresses"].as_array().unwrap() {
+        assert_eq!(address["whitelisted"], serde_json::Value::Null, "no whitelist declared");
+        if address["probe"]["state"] == "open" {
+            assert_eq!(address["finding"], serde_json::Value::Null);
+        }
+    }
+    if ips.len() == 1 || ipv6 {
+        assert_eq!(out.status.code(), Some(0), "{report}");
+    }
+}
+
+#[test]
+fn serve_spreads_probes_across_the_interval_and_stops_on_sigterm() {
+    let dir = tempdir("spread");
+    let port = free_port();
+    let accepted: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
+    let addresses: Vec<String> = (10..18).map(|i| format!("127.0.0.{i}")).collect();
+    for address in &addresses {
+        let accepted = Arc::clone(&accepted);
+        peer(&format!("{address}:{port}"), move |mut s, _| {
+            accepted.lock().unwrap().push(Instant::now());
+            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+            let _ = read_line(&mut s);
+        });
+    }
+    let config = dir.join("config.yml");
+    let list: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    write_config(&config, port, &list);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("interval: 1s", "interval: 3s"),
+    )
+    .unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let mut daemon = Daemon(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--config.file",
+                config.to_str().unwrap(),
+                "--web.listen-address",
+                &web,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&web, "/-/ready", Duration::from_secs(10), |_| true);
+    let first_sweep: Vec<Instant> = accepted.lock().unwrap().iter().take(addresses.len()).copied().collect();
+    assert_eq!(first_sweep.len(), addresses.len());
+    let spread = *first_sweep.iter().max().unwrap() - *first_sweep.iter().min().unwrap();
+    // Eight starts spread over 3s are 375ms apart: the last starts ~2.6s after the first. A burst
+    // would put them all within milliseconds.
+    assert!(
+        spread >= Duration::from_millis(1500),
+        "starts spread over only {spread:?}"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
