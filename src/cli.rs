@@ -25,7 +25,19 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// Probes every published address of a service and diffs it against your declared firewall whitelist.
 #[derive(Debug, Parser)]
-#[command(name = "whitelist-audit", version, about, long_about = None)]
+#[command(
+    name = "whitelist-audit",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:
+  whitelist-audit check --host sftp.vendor.example                  are all its addresses reachable from here?
+  whitelist-audit check --host sftp.vendor.example --whitelist whitelist.yml --resolver 192.0.2.53
+  whitelist-audit validate --config.file config.yml
+  whitelist-audit serve --config.file config.yml                    metrics on :10022/metrics
+
+Exit codes: 0 clean, 1 findings (check), 2 bad configuration, whitelist or flags."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -252,7 +264,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = scheduler.await;
+    // The loop may be inside a DNS refresh bounded only by resolver timeouts: don't wait for it.
+    scheduler.abort();
     match server.await {
         Ok(Ok(())) => ExitCode::from(EXIT_OK),
         Ok(Err(err)) => {
