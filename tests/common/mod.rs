@@ -25,6 +25,30 @@ const TOOLS: &[&str] = &[
     "python3",
 ];
 
+/// Whether `tools` are all installed. In CI a missing one is a failure, never a skip.
+pub fn tools_allowed(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: missing tools {missing:?}; CI must run this test"
+    );
+    eprintln!("\n!!! SKIPPED {test}: missing tools {missing:?}. Run `bash .ci/deps` to exercise it. !!!\n");
+    false
+}
+
 /// Whether this process may build a lab. In CI (CI=true) a missing requirement is a failure, never
 /// a skip; elsewhere the test says loudly that it skipped.
 pub fn lab_allowed(test: &str) -> bool {
@@ -381,6 +405,23 @@ impl Lab {
         let path = self.dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// Runs a command in the client namespace and returns its standard output, bounded to 10 s.
+    pub fn client_output(&self, args: &[&str]) -> String {
+        let output = Command::new("timeout")
+            .args(["10", "ip", "netns", "exec", &self.client])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+
+    /// Removes a firewall rule added with [`Lab::firewall`].
+    pub fn firewall_delete(&self, tool: &str, rule: &[&str]) {
+        let mut args = vec![tool, "-D", "FORWARD"];
+        args.extend_from_slice(rule);
+        self.run(&self.firewall, &args);
     }
 
     /// Runs `whitelist-audit` with `args` in the client namespace.
