@@ -13,8 +13,12 @@ use tokio::task::JoinSet;
 use crate::audit::Report;
 use crate::config::{self, Config};
 use crate::discovery::dns;
+use crate::discovery::published::{self, Fetched, Validators};
 use crate::probe::{self, ProbeSpec};
+use crate::state::{Change, ListUpdate};
 use crate::state::{State, SweepStatus};
+use crate::whitelist;
+use std::collections::BTreeSet;
 
 /// State shared by the scheduler, the probes and the HTTP server.
 #[derive(Debug)]
@@ -87,41 +91,137 @@ impl Limits {
     }
 }
 
-/// Refreshes DNS for every target, concurrently, and applies the answers.
-pub async fn refresh(shared: &Arc<Shared>) {
+/// What one refresh task brought back.
+enum Refreshed {
+    Dns(usize, Result<BTreeSet<IpAddr>, dns::DnsFailure>),
+    List(usize, usize, ListUpdate),
+}
+
+/// Restores the last good set of every published list that has none yet from `state_dir`, so a
+/// restart while a vendor's site is down keeps auditing the right set. A corrupt file is reported
+/// and ignored.
+pub fn restore(shared: &Arc<Shared>) {
     let config = shared.config();
+    for (index, target) in config.targets.iter().enumerate() {
+        for (list, source) in target.published.iter().enumerate() {
+            let fresh = shared.with_state(|s| {
+                let l = &s.targets[index].lists[list];
+                l.status == crate::discovery::SourceStatus::default() && l.prefixes.is_empty()
+            });
+            if !fresh {
+                continue;
+            }
+            let path = published::state_file(&config.global.state_dir, &target.name, &source.label);
+            match published::load(&path) {
+                Ok(None) => {}
+                Ok(Some((prefixes, validators, fetched_at))) => {
+                    tracing::info!(target_name = %target.name, url = %source.label, prefixes = prefixes.len(), file = %path.display(), "restored last good set");
+                    shared.update(|state| state.restore_list(index, list, prefixes, validators, fetched_at));
+                }
+                Err(error) => {
+                    tracing::warn!(target_name = %target.name, url = %source.label, %error, "state file is corrupt; ignored");
+                    shared.update(|state| state.corrupt_state(index, list, error));
+                }
+            }
+        }
+    }
+}
+
+/// Refreshes every DNS source and every published list that is due (all of them unless
+/// `only_due`), concurrently, and applies the results.
+pub async fn refresh(shared: &Arc<Shared>, client: &reqwest::Client, only_due: bool) {
+    let config = shared.config();
+    let now = Instant::now();
+    let due: Vec<(usize, usize, Validators)> = shared.with_state(|state| {
+        state
+            .targets
+            .iter()
+            .enumerate()
+            .flat_map(|(index, t)| t.lists.iter().enumerate().map(move |(list, l)| (index, list, l)))
+            .filter(|(_, _, l)| !only_due || l.next_due.is_none_or(|due| due <= now))
+            .map(|(index, list, l)| (index, list, l.validators.clone()))
+            .collect()
+    });
     let mut tasks = JoinSet::new();
     for (index, target) in config.targets.iter().enumerate().filter(|(_, t)| t.host.is_some()) {
         let target = target.clone();
         let timeout = config.global.timeout;
-        tasks.spawn(async move { (index, dns::resolve(&target, timeout).await) });
+        tasks.spawn(async move { Refreshed::Dns(index, dns::resolve(&target, timeout).await) });
+    }
+    for (index, list, validators) in due {
+        let source = config.targets[index].published[list].clone();
+        let client = client.clone();
+        tasks.spawn(async move {
+            let update = match published::fetch(&client, &source, &validators).await {
+                Ok(Fetched::NotModified) => ListUpdate::NotModified,
+                Ok(Fetched::Body {
+                    bytes,
+                    content_type,
+                    validators,
+                }) => match published::parse(&source, &bytes, content_type.as_deref()) {
+                    Ok(prefixes) => ListUpdate::Fresh { prefixes, validators },
+                    Err(failure) => ListUpdate::Failed(failure),
+                },
+                Err(failure) => ListUpdate::Failed(failure),
+            };
+            Refreshed::List(index, list, update)
+        });
     }
     while let Some(joined) = tasks.join_next().await {
-        let Ok((index, outcome)) = joined else { continue };
-        if let Err(failure) = &outcome {
-            tracing::warn!(target_name = %config.targets[index].name, error = %failure, "DNS refresh failed; keeping the last good set");
+        let Ok(refreshed) = joined else { continue };
+        // A reload while we were fetching: these answers belong to a configuration gone by.
+        let current = shared.with_state(|state| Arc::ptr_eq(&state.config, &config));
+        if !current {
+            continue;
         }
-        shared.update(|state| {
-            // A reload while we were resolving: these answers belong to a configuration gone by.
-            if Arc::ptr_eq(&state.config, &config) {
-                let before = state.targets[index].published.clone();
-                state.apply_dns(
-                    index,
-                    outcome.map_err(|f| f.to_string()),
-                    Instant::now(),
-                    SystemTime::now(),
-                );
-                log_changes(&config.targets[index].name, &before, &state.targets[index].published);
+        match refreshed {
+            Refreshed::Dns(index, outcome) => {
+                let name = &config.targets[index].name;
+                if let Err(failure) = &outcome {
+                    tracing::warn!(target_name = %name, error = %failure, "DNS refresh failed; keeping the last good set");
+                }
+                let outcome = outcome.map_err(|f| (f.reason, f.to_string()));
+                let change = shared.update(|state| state.apply_dns(index, outcome, Instant::now(), SystemTime::now()));
+                log_change(name, "dns", &change);
             }
-        });
+            Refreshed::List(index, list, update) => {
+                let target = &config.targets[index];
+                let source = &target.published[list];
+                let fresh = matches!(update, ListUpdate::Fresh { .. });
+                let (change, failure, saved) = shared.update(|state| {
+                    let (change, failure) = state.apply_list(index, list, update, Instant::now(), SystemTime::now());
+                    let current = &state.targets[index].lists[list];
+                    let saved = (fresh && failure.is_none()).then(|| published::Saved {
+                        version: 1,
+                        target: target.name.clone(),
+                        url: source.label.clone(),
+                        prefixes: current.prefixes.iter().map(ToString::to_string).collect(),
+                        validators: current.validators.clone(),
+                        fetched_at: SystemTime::now()
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                    });
+                    (change, failure, saved)
+                });
+                if let Some(failure) = failure {
+                    tracing::warn!(target_name = %target.name, url = %source.label, reason = failure.reason.as_label(), error = %failure, "published list refresh failed; keeping the last good set");
+                }
+                if let Some(saved) = saved {
+                    let path = published::state_file(&config.global.state_dir, &target.name, &source.label);
+                    if let Err(error) = published::save(&path, &saved) {
+                        tracing::warn!(file = %path.display(), %error, "cannot save the last good set");
+                    }
+                }
+                log_change(&target.name, &source.label, &change);
+            }
+        }
     }
 }
 
-fn log_changes(target: &str, before: &std::collections::BTreeSet<IpAddr>, after: &std::collections::BTreeSet<IpAddr>) {
-    let added: Vec<String> = after.difference(before).map(ToString::to_string).collect();
-    let removed: Vec<String> = before.difference(after).map(ToString::to_string).collect();
-    if !added.is_empty() || !removed.is_empty() {
-        tracing::info!(target_name = %target, added = %added.join(","), removed = %removed.join(","), "published set changed");
+fn log_change(target: &str, source: &str, change: &Change) {
+    if !change.is_empty() {
+        let list = |items: &[ipnet::IpNet]| items.iter().map(whitelist::prefix_label).collect::<Vec<_>>().join(",");
+        tracing::info!(target_name = %target, source = %source, added = %list(&change.added), removed = %list(&change.removed), "published set changed");
     }
 }
 
@@ -203,7 +303,8 @@ fn interleave(state: &State) -> Vec<(usize, IpAddr)> {
 pub async fn check_once(config: Config) -> Report {
     let config = Arc::new(config);
     let shared = Shared::new(Arc::clone(&config));
-    refresh(&shared).await;
+    restore(&shared);
+    refresh(&shared, &published::client(), false).await;
     sweep(Arc::clone(&shared), Limits::new(&config), None, true).await;
     shared.with_state(State::report)
 }
@@ -222,6 +323,8 @@ pub async fn run(
     let mut limits = Limits::new(&config);
     let mut ticker = new_ticker(config.global.interval);
     let mut first = true;
+    let client = published::client();
+    restore(&shared);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
@@ -229,6 +332,7 @@ pub async fn run(
                 let outcome = reload(&shared, &config.path);
                 if outcome.is_ok() {
                     config = shared.config();
+                    restore(&shared);
                     limits = Limits::new(&config);
                     ticker = new_ticker(config.global.interval);
                 }
@@ -237,7 +341,7 @@ pub async fn run(
             }
             _ = ticker.tick() => {}
         }
-        refresh(&shared).await;
+        refresh(&shared, &client, true).await;
         tokio::spawn(sweep(
             Arc::clone(&shared),
             limits.clone(),

@@ -8,8 +8,10 @@ use serde::Serialize;
 
 use crate::config::{Config, Target};
 use crate::discovery::SourceReport;
+use ipnet::IpNet;
+
 use crate::probe::{ProbeResult, ProbeState};
-use crate::whitelist::EntryUsage;
+use crate::whitelist::{EntryUsage, PrefixIndex};
 
 /// What is wrong with an address, seen from the whitelist's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -120,6 +122,17 @@ impl Counts {
     }
 }
 
+/// A published prefix (not a single address) of one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrefixReport {
+    pub prefix: IpNet,
+    /// Whether its addresses are probed; larger prefixes are audited only.
+    pub probed: bool,
+    /// The parts no whitelist entry covers: `missing` from the whitelist. Empty when fully
+    /// covered, or when the target has no whitelist.
+    pub uncovered: Vec<IpNet>,
+}
+
 /// One target's part of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetReport {
@@ -127,7 +140,10 @@ pub struct TargetReport {
     pub port: u16,
     pub sources: Vec<SourceReport>,
     pub addresses: Vec<AddressReport>,
+    pub prefixes: Vec<PrefixReport>,
     pub counts: Counts,
+    /// Items added to and removed from the published set since start.
+    pub changes: (u64, u64),
 }
 
 /// The whole audit at one moment.
@@ -140,25 +156,32 @@ pub struct Report {
 /// What discovery and probing know about one target, as the audit's input.
 #[derive(Debug, Clone, Copy)]
 pub struct TargetInput<'a> {
+    /// Published single addresses, including those of prefixes small enough to probe.
     pub published: &'a BTreeSet<IpAddr>,
+    /// Published prefixes longer than one address, probed or not.
+    pub prefixes: &'a BTreeSet<IpNet>,
+    /// Published prefixes too large to probe: audited only.
+    pub unprobed: &'a BTreeSet<IpNet>,
     pub probed: &'a BTreeSet<IpAddr>,
     pub results: &'a BTreeMap<IpAddr, ProbeResult>,
+    /// Items added to and removed from the published set since start.
+    pub changes: (u64, u64),
 }
 
 /// Evaluates every target. `inputs` and `sources` are in the order of `config.targets`.
 pub fn evaluate(config: &Config, inputs: &[TargetInput<'_>], sources: Vec<Vec<SourceReport>>) -> Report {
-    let mut published_by_port: BTreeMap<u16, BTreeSet<IpAddr>> = BTreeMap::new();
+    let mut published_by_port: BTreeMap<u16, PrefixIndex> = BTreeMap::new();
     let targets = config
         .targets
         .iter()
+        .enumerate()
         .zip(inputs)
         .zip(sources)
-        .map(|((target, input), sources)| {
-            published_by_port
-                .entry(target.port)
-                .or_default()
-                .extend(input.published);
-            evaluate_target(config, target, input, sources)
+        .map(|(((index, target), input), sources)| {
+            let published = published_by_port.entry(target.port).or_default();
+            input.published.iter().for_each(|ip| published.insert(IpNet::from(*ip)));
+            input.prefixes.iter().for_each(|prefix| published.insert(*prefix));
+            evaluate_target(target, &config.coverage[index], input, sources)
         })
         .collect();
     Report {
@@ -168,11 +191,12 @@ pub fn evaluate(config: &Config, inputs: &[TargetInput<'_>], sources: Vec<Vec<So
 }
 
 fn evaluate_target(
-    config: &Config,
     target: &Target,
+    coverage: &PrefixIndex,
     input: &TargetInput<'_>,
     sources: Vec<SourceReport>,
 ) -> TargetReport {
+    let declared = target.whitelist_file.is_some();
     let mut counts = Counts {
         published: input.published.len(),
         probed: input.probed.len(),
@@ -183,10 +207,7 @@ fn evaluate_target(
         .iter()
         .map(|&ip| {
             let published = input.published.contains(&ip);
-            let whitelisted = target
-                .whitelist_file
-                .is_some()
-                .then(|| config.whitelist.covers(target, ip));
+            let whitelisted = declared.then(|| coverage.covers_address(ip));
             let probe = input.results.get(&ip).cloned();
             let finding = classify(published, whitelisted, probe.as_ref().map(|p| p.state));
             if published && probe.as_ref().is_some_and(|p| p.state == ProbeState::Open) {
@@ -210,12 +231,27 @@ fn evaluate_target(
             }
         })
         .collect();
+    let prefixes = input
+        .prefixes
+        .iter()
+        .map(|&prefix| PrefixReport {
+            prefix,
+            probed: !input.unprobed.contains(&prefix),
+            uncovered: if declared {
+                coverage.uncovered(prefix)
+            } else {
+                Vec::new()
+            },
+        })
+        .collect();
     TargetReport {
         target: target.name.clone(),
         port: target.port,
         sources,
         addresses,
+        prefixes,
         counts,
+        changes: input.changes,
     }
 }
 

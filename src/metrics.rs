@@ -8,6 +8,7 @@ use std::sync::Arc;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
@@ -46,6 +47,30 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
+/// Converts `OpenMetrics` text to the Prometheus text format 0.0.4, for scrapers that do not ask
+/// for `OpenMetrics` (curl, `promtool check metrics`): counter families are named with their
+/// `_total` suffix there, and there is no `# EOF`.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{tag}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 fn gauge<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -55,6 +80,19 @@ fn gauge<L: EncodeLabelSet>(
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in rows {
         ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in rows {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }
@@ -188,40 +226,80 @@ fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: Descripto
             .iter()
             .flat_map(|t| t.sources.iter().map(move |s| (t, s)))
     };
+    let source_labels = |t: &crate::audit::TargetReport, s: &crate::discovery::SourceReport| {
+        let mut labels = vec![("target", t.target.clone()), ("source", s.source.to_string())];
+        if let Some(url) = &s.url {
+            labels.push(("url", url.clone()));
+        }
+        labels
+    };
     gauge(
         &mut e,
         "whitelist_audit_source_up",
         "1 if the source's last refresh succeeded, else 0.",
-        sources().filter_map(|(t, s)| {
-            s.up.map(|up| {
-                (
-                    [("target", t.target.clone()), ("source", s.source.to_string())],
-                    flag(up),
-                )
-            })
-        }),
+        sources().filter_map(|(t, s)| s.up.map(|up| (source_labels(t, s), flag(up)))),
     )?;
     gauge(
         &mut e,
         "whitelist_audit_source_addresses",
-        "Addresses the source holds now.",
-        sources().map(|(t, s)| {
-            (
-                [("target", t.target.clone()), ("source", s.source.to_string())],
-                s.addresses as f64,
-            )
-        }),
+        "Addresses the source holds now (a published prefix too large to probe counts as one).",
+        sources().map(|(t, s)| (source_labels(t, s), s.addresses as f64)),
     )?;
     gauge(
         &mut e,
         "whitelist_audit_source_last_success_timestamp_seconds",
         "When the source last refreshed successfully.",
-        sources().filter_map(|(t, s)| {
-            s.last_success.map(|at| {
-                (
-                    [("target", t.target.clone()), ("source", s.source.to_string())],
-                    unix_seconds(at),
-                )
+        sources().filter_map(|(t, s)| s.last_success.map(|at| (source_labels(t, s), unix_seconds(at)))),
+    )?;
+    counter(
+        &mut e,
+        "whitelist_audit_source_refresh_failures",
+        "Failed refreshes of the source since start, by reason.",
+        sources().flat_map(|(t, s)| {
+            s.failures.iter().map(move |(reason, n)| {
+                let mut labels = source_labels(t, s);
+                labels.push(("reason", reason.clone()));
+                (labels, *n)
+            })
+        }),
+    )?;
+    counter(
+        &mut e,
+        "whitelist_audit_published_changes",
+        "Addresses (and prefixes too large to probe) added to and removed from the published set since start.",
+        report.targets.iter().flat_map(|t| {
+            [("added", t.changes.0), ("removed", t.changes.1)]
+                .map(|(change, n)| ([("target", t.target.clone()), ("change", change.to_string())], n))
+        }),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_prefix_unprobed",
+        "1 for a published prefix too large to expand into addresses: audited, not probed.",
+        report.targets.iter().flat_map(|t| {
+            t.prefixes
+                .iter()
+                .filter(|p| !p.probed)
+                .map(|p| ([("target", t.target.clone()), ("prefix", p.prefix.to_string())], 1.0))
+        }),
+    )?;
+    gauge(
+        &mut e,
+        "whitelist_audit_prefix_uncovered",
+        "1 for each part of a published prefix that no whitelist entry covers on the target's port.",
+        report.targets.iter().flat_map(|t| {
+            t.prefixes.iter().flat_map(move |p| {
+                p.uncovered.iter().map(move |part| {
+                    (
+                        [
+                            ("target", t.target.clone()),
+                            ("prefix", crate::whitelist::prefix_label(&p.prefix)),
+                            ("uncovered", crate::whitelist::prefix_label(part)),
+                            ("port", t.port.to_string()),
+                        ],
+                        1.0,
+                    )
+                })
             })
         }),
     )?;
@@ -250,4 +328,20 @@ fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: Descripto
         [([("version", env!("CARGO_PKG_VERSION"))], 1.0)],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_prometheus_text;
+
+    #[test]
+    fn counters_get_their_total_name_in_the_text_format() {
+        let openmetrics = "# HELP a_changes Changes.\n# TYPE a_changes counter\na_changes_total{x=\"1\"} 3\n\
+                           # HELP a_up Up.\n# TYPE a_up gauge\na_up 1.0\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(openmetrics),
+            "# HELP a_changes_total Changes.\n# TYPE a_changes_total counter\na_changes_total{x=\"1\"} 3\n\
+             # HELP a_up Up.\n# TYPE a_up gauge\na_up 1.0\n"
+        );
+    }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use whitelist_audit::config::{self, CheckKind, ResolverSpec};
+use whitelist_audit::whitelist::PrefixIndex;
 
 const INVALID: &[(&str, &str)] = &[
     (
@@ -53,7 +54,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "target-without-addresses.yml",
-        "2:11: targets[0]: target `a` has no addresses: set `host`, `static`, or both",
+        "2:11: targets[0]: target `a` has no addresses: set `host`, `static` or `published`",
     ),
     (
         "unknown-key.yml",
@@ -65,7 +66,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "wrong-type.yml",
-        "2:13: global.attempts: invalid count `three`: write a whole number from 1 to 1000000",
+        "2:13: global.attempts: invalid count `three`: write a whole number from 1 to 1000000000",
     ),
     ("yaml-syntax.yml", "3:11: targets[0]: unclosed quote"),
     (
@@ -74,7 +75,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "zero-concurrency.yml",
-        "2:16: global.concurrency: invalid count 0: write a whole number from 1 to 1000000",
+        "2:16: global.concurrency: invalid count 0: write a whole number from 1 to 1000000000",
     ),
     ("zero-interval.yml", "2:13: global.interval: must be greater than zero"),
 ];
@@ -232,7 +233,12 @@ fn defaults_apply_when_keys_are_absent() {
     assert_eq!((t.port, t.check, t.ipv4, t.ipv6), (22, CheckKind::Ssh, true, true));
     assert_eq!(t.resolvers, vec![ResolverSpec::System]);
     assert_eq!(t.whitelist_file, None, "no whitelist declared");
-    assert_eq!(config.global, config::Global::default());
+    let mut expected = config::Global::default();
+    expected.state_dir = dir.join("state");
+    assert_eq!(
+        config.global, expected,
+        "state_dir is relative to the configuration file"
+    );
 }
 
 #[test]
@@ -259,7 +265,8 @@ fn coverage_needs_the_port_and_containment() {
     // Untagged entries of the global file belong to no target: nothing is stale-checked.
     assert!(config.whitelist.declared_hosts(a).is_empty());
 
-    let published = BTreeMap::from([(22, [ip("203.0.113.10")].into()), (2222, [ip("2001:db8::5")].into())]);
+    let index = |ip: &str| PrefixIndex::new([ipnet::IpNet::from(self::ip(ip))]);
+    let published = BTreeMap::from([(22, index("203.0.113.10")), (2222, index("2001:db8::5"))]);
     let usage: Vec<(String, u16, bool)> = config
         .whitelist
         .usage(&published)

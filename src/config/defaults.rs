@@ -26,3 +26,18 @@ pub const LISTEN_ADDRESS: &str = "0.0.0.0:10022";
 /// Most bytes read from a peer while waiting for its SSH identification line (RFC 4253 allows
 /// text lines before it; a peer that streams garbage must not grow memory).
 pub const MAX_BANNER_BYTES: usize = 8192;
+/// How often a published list is fetched again.
+pub const LIST_REFRESH: Duration = Duration::from_secs(3600);
+/// Total time one fetch of a published list may take.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest published list body read, in bytes.
+pub const LIST_MAX_SIZE: u32 = 10 * 1024 * 1024;
+/// Most addresses a published list may make the auditor probe (a prefix too large to probe counts
+/// as one): an auditor, not a scanner.
+pub const LIST_MAX_ADDRESSES: u32 = 65_536;
+/// Largest published prefix expanded into addresses to probe (a /24); larger ones are audited only.
+pub const MAX_PROBE_ADDRESSES_PER_PREFIX: u32 = 256;
+/// Where the last good set of every published list is kept across restarts.
+pub const STATE_DIR: &str = "./state";
+/// Redirects followed when fetching a published list.
+pub const LIST_MAX_REDIRECTS: usize = 5;

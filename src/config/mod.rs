@@ -3,6 +3,7 @@
 //! people who write these files fix them from the message alone.
 
 pub mod defaults;
+pub mod published;
 pub mod raw;
 
 use std::collections::{BTreeSet, HashMap};
@@ -14,11 +15,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_saphyr::{Location, Spanned};
 
+pub use published::{ListLocation, PublishedSource};
 pub use raw::RawConfig;
 use raw::{AddressFamily, RawAllow, RawTarget, RawWhitelist};
-pub use raw::{CheckKind, ResolverSpec};
+pub use raw::{CheckKind, ListFormat, ResolverSpec};
 
-use crate::whitelist::{Entry, Whitelist};
+use crate::whitelist::{Entry, PrefixIndex, Whitelist};
 
 /// A refused configuration or whitelist file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +93,9 @@ pub struct Global {
     pub retry_delay: Duration,
     pub concurrency: usize,
     pub per_target_concurrency: usize,
+    /// Where the last good set of every published list is kept.
+    pub state_dir: PathBuf,
+    pub max_probe_addresses_per_prefix: u32,
 }
 
 impl Default for Global {
@@ -102,6 +107,8 @@ impl Default for Global {
             retry_delay: defaults::RETRY_DELAY,
             concurrency: defaults::CONCURRENCY,
             per_target_concurrency: defaults::PER_TARGET_CONCURRENCY,
+            state_dir: PathBuf::from(defaults::STATE_DIR),
+            max_probe_addresses_per_prefix: defaults::MAX_PROBE_ADDRESSES_PER_PREFIX,
         }
     }
 }
@@ -119,6 +126,8 @@ pub struct Target {
     pub dns_queries: u32,
     pub dns_retention: Duration,
     pub static_addresses: BTreeSet<IpAddr>,
+    /// The vendor's published lists.
+    pub published: Vec<PublishedSource>,
     /// Index into [`Whitelist::files`] of the file this target is audited against. `None`: no
     /// whitelist is declared, and the audit only asks whether each published address is open.
     pub whitelist_file: Option<usize>,
@@ -131,6 +140,8 @@ pub struct Config {
     pub global: Global,
     pub targets: Vec<Target>,
     pub whitelist: Whitelist,
+    /// Per target (same order): what its declared whitelist covers on its port, indexed.
+    pub coverage: Vec<PrefixIndex>,
 }
 
 /// Reads and validates a configuration file and every whitelist file it names.
@@ -202,6 +213,13 @@ pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
         per_target_concurrency: g
             .per_target_concurrency
             .map_or(defaults::PER_TARGET_CONCURRENCY, |n| n.0 as usize),
+        state_dir: normalize(
+            base,
+            g.state_dir.as_deref().unwrap_or_else(|| Path::new(defaults::STATE_DIR)),
+        ),
+        max_probe_addresses_per_prefix: g
+            .max_probe_addresses_per_prefix
+            .map_or(defaults::MAX_PROBE_ADDRESSES_PER_PREFIX, |n| n.0),
     };
     let global_resolvers =
         resolvers(path, g.resolvers.as_ref(), "global.resolvers")?.unwrap_or_else(|| vec![ResolverSpec::System]);
@@ -269,11 +287,14 @@ pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
             target
         })
         .collect();
+    let whitelist = Whitelist::new(whitelist_files.into_iter().map(|(file, _)| file).collect(), entries);
+    let coverage = targets.iter().map(|t| whitelist.coverage(t)).collect();
     Ok(Config {
         path: path.to_path_buf(),
         global,
         targets,
-        whitelist: Whitelist::new(whitelist_files.into_iter().map(|(file, _)| file).collect(), entries),
+        whitelist,
+        coverage,
     })
 }
 
@@ -398,12 +419,19 @@ fn build_target(
         }
     };
     let static_addresses: BTreeSet<IpAddr> = t.static_addresses.iter().flatten().map(|a| a.0).collect();
-    if host.is_none() && static_addresses.is_empty() {
+    let published = t
+        .published
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, entry)| published::build(file, &format!("{key}.published[{i}]"), entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    if host.is_none() && static_addresses.is_empty() && published.is_empty() {
         return Err(ConfigError::at(
             file,
             &t.name.referenced,
             key,
-            format!("target `{name}` has no addresses: set `host`, `static`, or both"),
+            format!("target `{name}` has no addresses: set `host`, `static` or `published`"),
         ));
     }
     let (ipv4, ipv6) = match &t.address_families {
@@ -433,6 +461,7 @@ fn build_target(
         dns_queries: t.dns_queries.map_or(defaults::DNS_QUERIES, |n| n.0),
         dns_retention: t.dns_retention.map_or(defaults::DNS_RETENTION, |d| d.0),
         static_addresses,
+        published,
         whitelist_file: None,
     })
 }

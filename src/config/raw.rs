@@ -28,6 +28,8 @@ pub struct RawGlobal {
     pub per_target_concurrency: Option<Count>,
     pub resolvers: Option<Spanned<Vec<ResolverSpec>>>,
     pub whitelist: Option<Spanned<PathBuf>>,
+    pub state_dir: Option<PathBuf>,
+    pub max_probe_addresses_per_prefix: Option<Count>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +46,35 @@ pub struct RawTarget {
     #[serde(rename = "static")]
     pub static_addresses: Option<Vec<HostAddress>>,
     pub whitelist: Option<Spanned<PathBuf>>,
+    pub published: Option<Vec<Spanned<RawPublished>>>,
+}
+
+/// One published list of a target: where to fetch it and how to read it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublished {
+    pub url: Option<Spanned<String>>,
+    pub path: Option<Spanned<PathBuf>>,
+    pub format: Option<ListFormat>,
+    pub select: Option<Spanned<String>>,
+    pub refresh: Option<Spanned<HumanDuration>>,
+    pub timeout: Option<Spanned<HumanDuration>>,
+    pub headers: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub allow_empty: Option<bool>,
+    pub max_size: Option<Count>,
+    pub max_addresses: Option<Count>,
+}
+
+/// How a published list is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListFormat {
+    /// One address or CIDR per line; `#` comments and blank lines ignored.
+    Text,
+    /// A JSON document; `select` picks the address strings.
+    Json,
+    /// A YAML document; `select` picks the address strings.
+    Yaml,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,7 +177,7 @@ pub struct Count(pub u32);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = whole_number(deserializer, "count", 1, 1_000_000)?;
+        let value = whole_number(deserializer, "count", 1, 1_000_000_000)?;
         Ok(Self(u32::try_from(value).expect("bounded above")))
     }
 }

@@ -54,6 +54,8 @@ impl DnsBook {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{resolver}: {record_type} {host}: {message}")]
 pub struct DnsFailure {
+    /// Bounded `reason` label: hickory's own metrics label for the error.
+    pub reason: &'static str,
     pub resolver: String,
     pub record_type: &'static str,
     pub host: String,
@@ -73,6 +75,7 @@ pub async fn resolve(target: &Target, timeout: Duration) -> Result<BTreeSet<IpAd
             // A fresh resolver per query: hickory caches answers, and a cached answer would hide
             // the rotation of a pool's subsets.
             let resolver = build_resolver(*spec, timeout).map_err(|err| DnsFailure {
+                reason: "config",
                 resolver: spec.to_string(),
                 record_type: "-",
                 host: host.to_string(),
@@ -105,6 +108,7 @@ pub async fn resolve(target: &Target, timeout: Duration) -> Result<BTreeSet<IpAd
                     Some(Err(err)) if err.is_no_records_found() => {}
                     Some(Err(err)) => {
                         return Err(DnsFailure {
+                            reason: err.as_metrics_label(),
                             resolver: spec.to_string(),
                             record_type,
                             host: host.to_string(),

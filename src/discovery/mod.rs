@@ -2,9 +2,8 @@
 //! last good set when a refresh fails, and says so in its status.
 
 pub mod dns;
+pub mod published;
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -37,13 +36,17 @@ impl SourceStatus {
 /// One source of one target, as reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceReport {
-    /// `dns` or `static`.
+    /// `dns`, `static` or `published`.
     pub source: &'static str,
+    /// For `published`: the list's URL, without credentials.
+    pub url: Option<String>,
     pub up: Option<bool>,
     pub addresses: usize,
     #[serde(serialize_with = "as_unix_seconds")]
     pub last_success: Option<SystemTime>,
     pub last_error: Option<String>,
+    /// Failed refreshes since start, by reason.
+    pub failures: Vec<(String, u64)>,
 }
 
 #[allow(clippy::ref_option)] // serde's `serialize_with` hands us `&Option<T>`
@@ -58,9 +61,4 @@ fn as_unix_seconds<S: serde::Serializer>(time: &Option<SystemTime>, serializer: 
 pub fn unix_seconds(time: SystemTime) -> f64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The published set: the union of every source's addresses.
-pub fn union<'a>(sets: impl IntoIterator<Item = &'a BTreeSet<IpAddr>>) -> BTreeSet<IpAddr> {
-    sets.into_iter().flatten().copied().collect()
 }
