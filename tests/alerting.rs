@@ -110,12 +110,15 @@ fn build(lab: &mut Lab) {
     lab.start_dnsmasq(&["192.0.2.53"], 5353, &hosts);
     lab.write(
         "whitelist.yml",
-        "allow:\n  - addresses: [192.0.2.0/29, \"2001:db8:2::/64\"]\n    ports: [22]\n  - addresses: [203.0.113.0/24]\n    ports: [22]\n    comment: used by nobody\n",
+        "allow:\n  - addresses: [192.0.2.0/29, \"2001:db8:2::/64\", \"2001:db8:1000::/41\"]\n    ports: [22]\n  - addresses: [203.0.113.0/24]\n    ports: [22]\n    comment: used by nobody\n",
     );
+    // A second target fed by a published list alone: one large prefix, half whitelisted. It is
+    // audited, never probed (far above max_probe_addresses_per_prefix).
+    lab.write("vendor-list.txt", "# the vendor's published list\n2001:db8:1000::/40\n");
     let config = lab.write(
         "audit.yml",
         &format!(
-            "global:\n  interval: 1s\n  timeout: 1s\n  attempts: 1\n  whitelist: whitelist.yml\ntargets:\n  - name: vendor-sftp\n    host: {HOST}\n    resolvers: [\"192.0.2.53:5353\"]\n    dns_queries: 1\n"
+            "global:\n  interval: 1s\n  timeout: 1s\n  attempts: 1\n  whitelist: whitelist.yml\ntargets:\n  - name: vendor-sftp\n    host: {HOST}\n    resolvers: [\"192.0.2.53:5353\"]\n    dns_queries: 1\n  - name: vendor-list\n    published:\n      - path: vendor-list.txt\n"
         ),
     );
     lab.serve(&config, "127.0.0.1:10022");
@@ -202,10 +205,16 @@ fn dropping_one_address_fires_its_alerts_and_fixing_it_resolves_them() {
             }
             "WhitelistAuditPartialOutage" => assert_eq!(labels["target"], "vendor-sftp"),
             "WhitelistAuditStaleEntry" => assert_eq!(labels["entry"], "203.0.113.0/24", "{labels}"),
+            "WhitelistAuditPrefixNotWhitelisted" => {
+                assert_eq!(
+                    (labels["target"].as_str(), labels["uncovered"].as_str()),
+                    (Some("vendor-list"), Some("2001:db8:1080::/41"))
+                );
+            }
             other => panic!("unexpected alert {other}: {labels}"),
         }
     }
-    let ratio = query(&lab, "whitelist_audit:target_up:ratio");
+    let ratio = query(&lab, "whitelist_audit:target_up:ratio{target=\"vendor-sftp\"}");
     assert_eq!(ratio["data"]["result"][0]["value"][1], "0.75", "{ratio}");
 
     // Every dashboard query returns data from this Prometheus, with the variables at "All".

@@ -58,11 +58,11 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "unknown-key.yml",
-        "2:3: global.intervall: unknown field `intervall`, expected one of interval, timeout, attempts, retry_delay, concurrency, per_target_concurrency, resolvers, whitelist",
+        "2:3: global.intervall: unknown field `intervall`, expected one of interval, timeout, attempts, retry_delay, concurrency, per_target_concurrency, resolvers, whitelist, state_dir, max_probe_addresses_per_prefix",
     ),
     (
         "unknown-target-key.yml",
-        "3:5: targets[0].hostname: unknown field `hostname`, expected one of name, host, port, check, resolvers, address_families, dns_queries, dns_retention, static, whitelist",
+        "3:5: targets[0].hostname: unknown field `hostname`, expected one of name, host, port, check, resolvers, address_families, dns_queries, dns_retention, static, whitelist, published",
     ),
     (
         "wrong-type.yml",
@@ -233,8 +233,10 @@ fn defaults_apply_when_keys_are_absent() {
     assert_eq!((t.port, t.check, t.ipv4, t.ipv6), (22, CheckKind::Ssh, true, true));
     assert_eq!(t.resolvers, vec![ResolverSpec::System]);
     assert_eq!(t.whitelist_file, None, "no whitelist declared");
-    let mut expected = config::Global::default();
-    expected.state_dir = dir.join("state");
+    let expected = config::Global {
+        state_dir: dir.join("state"),
+        ..config::Global::default()
+    };
     assert_eq!(
         config.global, expected,
         "state_dir is relative to the configuration file"

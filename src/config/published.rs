@@ -14,10 +14,26 @@ use super::raw::{ListFormat, RawPublished};
 use super::{ConfigError, defaults};
 
 /// Where a list comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum ListLocation {
     Http(reqwest::Url),
     File(PathBuf),
+}
+
+impl fmt::Debug for ListLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Http(url) => {
+                // A URL may carry a password: never shown.
+                let mut shown = url.clone();
+                if shown.password().is_some() {
+                    let _ = shown.set_password(Some("redacted"));
+                }
+                f.debug_tuple("Http").field(&shown.as_str()).finish()
+            }
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 /// A header whose value is never shown.
@@ -40,7 +56,7 @@ pub struct PublishedSource {
     /// The `url` label: the URL without credentials, or `file://` and the path.
     pub label: String,
     pub format: ListFormat,
-    /// For json and yaml: the RFC 9535 JSONPath selecting the address strings.
+    /// For json and yaml: the RFC 9535 `JSONPath` selecting the address strings.
     pub select: Option<JsonPath>,
     pub refresh: Duration,
     pub timeout: Duration,
@@ -54,10 +70,57 @@ pub struct PublishedSource {
 pub fn build(file: &Path, key: &str, entry: &Spanned<RawPublished>) -> Result<PublishedSource, ConfigError> {
     let raw = &entry.value;
     let at = |location: &serde_saphyr::Location, field: &str, message: String| {
-        ConfigError::at(file, location, format!("{key}{field}"), message)
+        field_error(file, key, location, field, message)
+    };
+    let (location, label) = location(file, key, entry)?;
+    let format = raw.format.unwrap_or(ListFormat::Text);
+    let select = match (&raw.select, format) {
+        (Some(select), ListFormat::Text) => {
+            return Err(at(
+                &select.referenced,
+                ".select",
+                "`select` applies to json and yaml lists, not text".into(),
+            ));
+        }
+        (Some(select), _) => Some(JsonPath::parse(&select.value).map_err(|err| {
+            at(
+                &select.referenced,
+                ".select",
+                format!("invalid JSONPath `{}`: {err}", select.value),
+            )
+        })?),
+        // A document that is a plain array of address strings.
+        (None, ListFormat::Json | ListFormat::Yaml) => Some(JsonPath::parse("$[*]").expect("valid JSONPath")),
+        (None, ListFormat::Text) => None,
+    };
+    let positive = |value: &Option<Spanned<super::raw::HumanDuration>>, field: &str, default: Duration| match value {
+        None => Ok(default),
+        Some(v) if v.value.0.is_zero() => Err(at(&v.referenced, field, "must be greater than zero".into())),
+        Some(v) => Ok(v.value.0),
+    };
+    let headers = headers(file, key, raw)?;
+    Ok(PublishedSource {
+        location,
+        label,
+        format,
+        select,
+        refresh: positive(&raw.refresh, ".refresh", defaults::LIST_REFRESH)?,
+        timeout: positive(&raw.timeout, ".timeout", defaults::LIST_TIMEOUT)?,
+        headers,
+        allow_empty: raw.allow_empty.unwrap_or(false),
+        max_size: u64::from(raw.max_size.map_or(defaults::LIST_MAX_SIZE, |n| n.0)),
+        max_addresses: u64::from(raw.max_addresses.map_or(defaults::LIST_MAX_ADDRESSES, |n| n.0)),
+    })
+}
+
+/// Where the list is, and the label it is known by (without credentials).
+fn location(file: &Path, key: &str, entry: &Spanned<RawPublished>) -> Result<(ListLocation, String), ConfigError> {
+    let raw = &entry.value;
+    let at = |location: &serde_saphyr::Location, field: &str, message: String| {
+        field_error(file, key, location, field, message)
     };
     let base = file.parent().unwrap_or_else(|| Path::new("."));
-    let (location, label) = match (&raw.url, &raw.path) {
+    Ok(match (&raw.url, &raw.path) {
         (Some(_), Some(path)) => {
             return Err(at(&path.referenced, ".path", "set `url` or `path`, not both".into()));
         }
@@ -107,31 +170,13 @@ pub fn build(file: &Path, key: &str, entry: &Spanned<RawPublished>) -> Result<Pu
                 }
             }
         }
-    };
-    let format = raw.format.unwrap_or(ListFormat::Text);
-    let select = match (&raw.select, format) {
-        (Some(select), ListFormat::Text) => {
-            return Err(at(
-                &select.referenced,
-                ".select",
-                "`select` applies to json and yaml lists, not text".into(),
-            ));
-        }
-        (Some(select), _) => Some(JsonPath::parse(&select.value).map_err(|err| {
-            at(
-                &select.referenced,
-                ".select",
-                format!("invalid JSONPath `{}`: {err}", select.value),
-            )
-        })?),
-        // A document that is a plain array of address strings.
-        (None, ListFormat::Json | ListFormat::Yaml) => Some(JsonPath::parse("$[*]").expect("valid JSONPath")),
-        (None, ListFormat::Text) => None,
-    };
-    let positive = |value: &Option<Spanned<super::raw::HumanDuration>>, field: &str, default: Duration| match value {
-        None => Ok(default),
-        Some(v) if v.value.0.is_zero() => Err(at(&v.referenced, field, "must be greater than zero".into())),
-        Some(v) => Ok(v.value.0),
+    })
+}
+
+/// The extra request headers, with `${ENV}` expanded; values are marked sensitive.
+fn headers(file: &Path, key: &str, raw: &RawPublished) -> Result<Vec<SecretHeader>, ConfigError> {
+    let at = |location: &serde_saphyr::Location, field: &str, message: String| {
+        field_error(file, key, location, field, message)
     };
     let mut headers = Vec::new();
     for (name, value) in raw.headers.iter().flatten() {
@@ -163,18 +208,12 @@ pub fn build(file: &Path, key: &str, entry: &Spanned<RawPublished>) -> Result<Pu
             value: header_value,
         });
     }
-    Ok(PublishedSource {
-        location,
-        label,
-        format,
-        select,
-        refresh: positive(&raw.refresh, ".refresh", defaults::LIST_REFRESH)?,
-        timeout: positive(&raw.timeout, ".timeout", defaults::LIST_TIMEOUT)?,
-        headers,
-        allow_empty: raw.allow_empty.unwrap_or(false),
-        max_size: u64::from(raw.max_size.map_or(defaults::LIST_MAX_SIZE, |n| n.0)),
-        max_addresses: u64::from(raw.max_addresses.map_or(defaults::LIST_MAX_ADDRESSES, |n| n.0)),
-    })
+    Ok(headers)
+}
+
+/// An error at `key` plus `field` (`.url`, `.headers.X`) of a published entry.
+fn field_error(file: &Path, key: &str, location: &serde_saphyr::Location, field: &str, message: String) -> ConfigError {
+    ConfigError::at(file, location, format!("{key}{field}"), message)
 }
 
 /// Expands `${NAME}` from the environment; returns the name of the first unset variable.
