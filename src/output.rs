@@ -24,6 +24,7 @@ pub struct JsonTarget<'a> {
     pub port: u16,
     pub sources: &'a [crate::discovery::SourceReport],
     pub counts: &'a crate::audit::Counts,
+    pub prefixes: &'a [crate::audit::PrefixReport],
 }
 
 /// Totals over every target.
@@ -40,8 +41,12 @@ pub struct Summary {
     pub stale: usize,
     /// Sources whose refresh failed: their addresses may be missing from the audit.
     pub failed_sources: usize,
-    /// Targets with no address at all to probe.
+    /// Targets with no address or prefix at all.
     pub empty_targets: usize,
+    /// Published prefixes too large to probe: audited against the whitelist only.
+    pub unprobed_prefixes: usize,
+    /// Parts of published prefixes that no whitelist entry covers.
+    pub uncovered_prefix_parts: usize,
 }
 
 impl Summary {
@@ -54,9 +59,11 @@ impl Summary {
         for target in &report.targets {
             summary.addresses += target.addresses.len();
             summary.failed_sources += target.sources.iter().filter(|s| s.up == Some(false)).count();
-            if target.addresses.is_empty() {
+            if target.addresses.is_empty() && target.prefixes.is_empty() {
                 summary.empty_targets += 1;
             }
+            summary.unprobed_prefixes += target.prefixes.iter().filter(|p| !p.probed).count();
+            summary.uncovered_prefix_parts += target.prefixes.iter().map(|p| p.uncovered.len()).sum::<usize>();
             for address in &target.addresses {
                 match address.probe.as_ref().map(|p| p.state) {
                     Some(ProbeState::Open) => summary.open += 1,
@@ -78,7 +85,7 @@ impl Summary {
 
     /// Whether `check` should exit 0: no findings, no failed source, nothing empty.
     pub fn is_clean(&self) -> bool {
-        self.findings == 0 && self.failed_sources == 0 && self.empty_targets == 0
+        self.findings == 0 && self.failed_sources == 0 && self.empty_targets == 0 && self.uncovered_prefix_parts == 0
     }
 }
 
@@ -94,6 +101,7 @@ pub fn json(report: &Report) -> String {
                 port: t.port,
                 sources: &t.sources,
                 counts: &t.counts,
+                prefixes: &t.prefixes,
             })
             .collect(),
         whitelist_entries: &report.whitelist_entries,
@@ -133,19 +141,41 @@ fn row(address: &AddressReport) -> [String; 10] {
 
 /// A line per failed source and per target with nothing to probe: the table alone would hide them.
 fn warnings(report: &Report, out: &mut String) {
+    /// Prefix lines shown before "and N more": a vendor list can hold thousands.
+    const MAX_PREFIX_LINES: usize = 20;
+    let mut prefix_lines = 0;
+    let mut hidden = 0;
     for target in &report.targets {
         for source in target.sources.iter().filter(|s| s.up == Some(false)) {
             let _ = writeln!(
                 out,
-                "warning: {} {} failed: {}",
+                "warning: {} {} failed, keeping its last good set: {}",
                 target.target,
-                source.source,
+                source.url.as_deref().unwrap_or(source.source),
                 source.last_error.as_deref().unwrap_or("unknown error")
             );
         }
-        if target.addresses.is_empty() {
+        if target.addresses.is_empty() && target.prefixes.is_empty() {
             let _ = writeln!(out, "warning: {} has no address to probe", target.target);
         }
+        for prefix in target.prefixes.iter().filter(|p| !p.probed || !p.uncovered.is_empty()) {
+            if prefix_lines == MAX_PREFIX_LINES {
+                hidden += 1;
+                continue;
+            }
+            prefix_lines += 1;
+            let probed = if prefix.probed { "probed" } else { "audited, not probed" };
+            let _ = write!(out, "prefix: {} {} ({probed})", target.target, prefix.prefix);
+            if prefix.uncovered.is_empty() {
+                out.push('\n');
+            } else {
+                let parts: Vec<String> = prefix.uncovered.iter().map(crate::whitelist::prefix_label).collect();
+                let _ = writeln!(out, ": not whitelisted: {}", parts.join(", "));
+            }
+        }
+    }
+    if hidden > 0 {
+        let _ = writeln!(out, "prefix: ... and {hidden} more (see --output json)");
     }
 }
 
@@ -219,6 +249,13 @@ pub fn table(report: &Report) -> String {
         .map(|(label, n)| format!("{n} {label}"))
         .collect();
         let _ = write!(out, " ({})", parts.join(", "));
+    }
+    if s.unprobed_prefixes > 0 || s.uncovered_prefix_parts > 0 {
+        let _ = write!(
+            out,
+            "; prefixes: {} audited without probing, {} part(s) not whitelisted",
+            s.unprobed_prefixes, s.uncovered_prefix_parts
+        );
     }
     out.push('\n');
     out

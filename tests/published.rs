@@ -583,3 +583,82 @@ async fn a_target_audited_from_its_published_list_alone() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn each_format_over_each_transport() {
+    let dir = tempdir("transports");
+    let site = {
+        let router = Router::new().route(
+            "/ips.yml",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/yaml")],
+                    "sftp:\n  - 192.0.2.20\n  - \"2001:db8:5f7::20\"\n",
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        address
+    };
+    std::fs::write(dir.join("synced.txt"), "198.51.100.7\n").unwrap();
+    std::fs::write(dir.join("meta.json"), fixture("github-meta.json")).unwrap();
+    let config = load(
+        &dir,
+        &format!(
+            "global:\n  state_dir: state\ntargets:\n  - name: v\n    published:\n      - {{url: \"http://{site}/ips.yml\", format: yaml, select: '$.sftp[*]'}}\n      - {{url: \"file://{}\"}}\n      - {{path: meta.json, format: json, select: '$.web[*]'}}\n",
+            dir.join("synced.txt").display()
+        ),
+    );
+    let shared = Shared::new(Arc::new(config));
+    app::refresh(&shared, &published::client(), false).await;
+    assert_eq!(
+        list_view(&shared, 0).0,
+        nets(&["192.0.2.20/32", "2001:db8:5f7::20/128"])
+    );
+    assert_eq!(list_view(&shared, 1).0, nets(&["198.51.100.7/32"]));
+    assert_eq!(list_view(&shared, 2).0, nets(&["192.0.2.128/26", "198.51.100.10/32"]));
+    for list in 0..3 {
+        assert_eq!(list_view(&shared, list).1, Some(true), "list {list}");
+    }
+    // The published set is their union, with the /26 expanded for probing.
+    let published = shared.with_state(|s| s.targets[0].published.len());
+    assert_eq!(published, 2 + 1 + 64 + 1);
+}
+
+#[test]
+fn check_shows_prefixes_and_exits_1_for_an_uncovered_part() {
+    let dir = tempdir("check-table");
+    // Loopback only: the /31 is probed (port 1: refused); the /16 is audited, not probed.
+    std::fs::write(dir.join("list.txt"), "127.0.0.50/31\n127.2.0.0/16\n").unwrap();
+    std::fs::write(
+        dir.join("wl.yml"),
+        "allow:\n  - addresses: [127.0.0.50/31, 127.2.0.0/17]\n    ports: [1]\n",
+    )
+    .unwrap();
+    let path = dir.join("c.yml");
+    std::fs::write(
+        &path,
+        "global: {timeout: 1s, attempts: 1, whitelist: wl.yml, state_dir: state}\ntargets:\n  - name: vendor\n    port: 1\n    published:\n      - path: list.txt\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_whitelist-audit"))
+        .args(["check", "--config.file", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table.contains("prefix: vendor 127.2.0.0/16 (audited, not probed): not whitelisted: 127.2.128.0/17"),
+        "{table}"
+    );
+    assert!(
+        table.contains("; prefixes: 1 audited without probing, 1 part(s) not whitelisted"),
+        "{table}"
+    );
+    assert!(
+        dir.join("state").read_dir().unwrap().count() == 1,
+        "check saves the last good set too"
+    );
+}
