@@ -54,6 +54,14 @@ fn source(dir: &Path, entry: &str) -> PublishedSource {
     config.targets[0].published[0].clone()
 }
 
+/// The set a fixture yields through `source`.
+fn parse_fixture(source: &PublishedSource, name: &str) -> BTreeSet<IpNet> {
+    published::parse(source, &fixture(name), None)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("tests/fixtures/published/{name}")).unwrap()
 }
@@ -67,30 +75,21 @@ fn real_world_shapes_parse_with_their_selectors() {
         &dir,
         "{url: \"http://127.0.0.1:9/ip-ranges.json\", format: json, select: '$.prefixes[?@.service == \"SFTP\"].ip_prefix'}",
     );
-    let parsed: BTreeSet<IpNet> = published::parse(&aws, &fixture("aws-ip-ranges.json"), None)
-        .unwrap()
-        .into_iter()
-        .collect();
+    let parsed = parse_fixture(&aws, "aws-ip-ranges.json");
     assert_eq!(parsed, nets(&["192.0.2.0/28", "203.0.113.7/32", "198.18.0.0/16"]));
 
     let aws6 = source(
         &dir,
         "{url: \"http://127.0.0.1:9/ip-ranges.json\", format: json, select: '$.ipv6_prefixes[?@.service == \"SFTP\"].ipv6_prefix'}",
     );
-    let parsed: BTreeSet<IpNet> = published::parse(&aws6, &fixture("aws-ip-ranges.json"), None)
-        .unwrap()
-        .into_iter()
-        .collect();
+    let parsed = parse_fixture(&aws6, "aws-ip-ranges.json");
     assert_eq!(parsed, nets(&["2001:db8:5f7::/120"]));
 
     let github = source(
         &dir,
         "{url: \"http://127.0.0.1:9/meta\", format: json, select: '$.git[*]'}",
     );
-    let parsed: BTreeSet<IpNet> = published::parse(&github, &fixture("github-meta.json"), None)
-        .unwrap()
-        .into_iter()
-        .collect();
+    let parsed = parse_fixture(&github, "github-meta.json");
     assert_eq!(
         parsed,
         nets(&[
@@ -102,10 +101,7 @@ fn real_world_shapes_parse_with_their_selectors() {
     );
 
     let text = source(&dir, "{url: \"http://127.0.0.1:9/ips.txt\"}");
-    let parsed: BTreeSet<IpNet> = published::parse(&text, &fixture("vendor-sftp.txt"), Some("text/plain"))
-        .unwrap()
-        .into_iter()
-        .collect();
+    let parsed = parse_fixture(&text, "vendor-sftp.txt");
     assert_eq!(
         parsed,
         nets(&[
@@ -118,10 +114,7 @@ fn real_world_shapes_parse_with_their_selectors() {
     );
 
     let yaml = source(&dir, "{path: list.yml, format: yaml, select: '$.sftp[*]'}");
-    let parsed: BTreeSet<IpNet> = published::parse(&yaml, &fixture("vendor.yml"), None)
-        .unwrap()
-        .into_iter()
-        .collect();
+    let parsed = parse_fixture(&yaml, "vendor.yml");
     assert_eq!(
         parsed,
         nets(&["192.0.2.20/32", "192.0.2.21/32", "2001:db8:5f7::20/128"])

@@ -25,9 +25,9 @@ const TOOLS: &[&str] = &[
     "python3",
 ];
 
-/// Whether `tools` are all installed. In CI a missing one is a failure, never a skip.
-pub fn tools_allowed(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools
+/// The tools of `tools` that are not on PATH (or at the absolute path given).
+fn missing_tools<'a>(tools: &[&'a str]) -> Vec<&'a str> {
+    tools
         .iter()
         .copied()
         .filter(|tool| {
@@ -37,7 +37,12 @@ pub fn tools_allowed(test: &str, tools: &[&str]) -> bool {
                 .output()
                 .is_ok_and(|o| o.status.success())
         })
-        .collect();
+        .collect()
+}
+
+/// Whether `tools` are all installed. In CI a missing one is a failure, never a skip.
+pub fn tools_allowed(test: &str, tools: &[&str]) -> bool {
+    let missing = missing_tools(tools);
     if missing.is_empty() {
         return true;
     }
@@ -56,17 +61,7 @@ pub fn lab_allowed(test: &str) -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let missing: Vec<&str> = TOOLS
-        .iter()
-        .copied()
-        .filter(|tool| {
-            !Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {tool}"))
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
+    let missing = missing_tools(TOOLS);
     let problem = if !root {
         Some("needs root (network namespaces, iptables)".to_string())
     } else if !missing.is_empty() {
