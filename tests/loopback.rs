@@ -258,6 +258,26 @@ impl Drop for Daemon {
     }
 }
 
+/// Starts `serve` on a free loopback port and waits until it is ready.
+fn serve(config: &Path) -> (Daemon, String) {
+    let web = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &web,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon(child);
+    wait_for(&web, "/-/ready", Duration::from_secs(10), |_| true);
+    (daemon, web)
+}
+
 fn write_config(path: &Path, port: u16, statics: &[&str]) {
     let list: Vec<String> = statics.iter().map(|s| format!("\"{s}\"")).collect();
     std::fs::write(
@@ -277,21 +297,7 @@ fn reload_drops_departed_addresses_and_refuses_a_bad_file() {
     ssh_peer("127.0.0.1", port);
     let config = dir.join("config.yml");
     write_config(&config, port, &["127.0.0.1", "127.0.0.2"]); // nothing listens on .2: refused
-    let web = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--config.file",
-            config.to_str().unwrap(),
-            "--web.listen-address",
-            &web,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = Daemon(child);
-    wait_for(&web, "/-/ready", Duration::from_secs(10), |_| true);
+    let (_daemon, web) = serve(&config);
     let metrics = wait_for(&web, "/metrics", Duration::from_secs(5), |b| {
         b.contains("ip=\"127.0.0.2\"")
     });
@@ -458,22 +464,7 @@ fn serve_spreads_probes_across_the_interval_and_stops_on_sigterm() {
             .replace("interval: 1s", "interval: 3s"),
     )
     .unwrap();
-    let web = format!("127.0.0.1:{}", free_port());
-    let mut daemon = Daemon(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--config.file",
-                config.to_str().unwrap(),
-                "--web.listen-address",
-                &web,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&web, "/-/ready", Duration::from_secs(10), |_| true);
+    let (mut daemon, _web) = serve(&config);
     let first_sweep: Vec<Instant> = accepted.lock().unwrap().iter().take(addresses.len()).copied().collect();
     assert_eq!(first_sweep.len(), addresses.len());
     let spread = *first_sweep.iter().max().unwrap() - *first_sweep.iter().min().unwrap();
