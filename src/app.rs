@@ -323,6 +323,11 @@ pub async fn run(
     let mut limits = Limits::new(&config);
     let mut ticker = new_ticker(config.global.interval);
     let mut first = true;
+    // Discovery runs before the sweep on the first tick and after a reload, so new targets start
+    // with addresses; otherwise in the background, so a resolver or vendor site that times out
+    // never delays the probes of the addresses already known.
+    let mut discover_before_sweep = true;
+    let mut discovery: Option<tokio::task::JoinHandle<()>> = None;
     let client = published::client();
     restore(&shared);
     loop {
@@ -335,13 +340,22 @@ pub async fn run(
                     restore(&shared);
                     limits = Limits::new(&config);
                     ticker = new_ticker(config.global.interval);
+                    discover_before_sweep = true;
                 }
                 let _ = reply.send(outcome);
                 continue;
             }
             _ = ticker.tick() => {}
         }
-        refresh(&shared, &client, true).await;
+        if discover_before_sweep {
+            refresh(&shared, &client, true).await;
+            discover_before_sweep = false;
+        } else if discovery.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+            let (shared, client) = (Arc::clone(&shared), client.clone());
+            discovery = Some(tokio::spawn(async move { refresh(&shared, &client, true).await }));
+        } else {
+            tracing::debug!("previous discovery still running; this interval probes the current set");
+        }
         tokio::spawn(sweep(
             Arc::clone(&shared),
             limits.clone(),
