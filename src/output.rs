@@ -70,16 +70,14 @@ impl Summary {
                     Some(_) => summary.not_open += 1,
                     None => {}
                 }
-                match address.finding {
-                    Some(Finding::Blocked) => summary.blocked += 1,
-                    Some(Finding::Missing) => summary.missing += 1,
-                    Some(Finding::Undeclared) => summary.undeclared += 1,
-                    Some(Finding::Stale) => summary.stale += 1,
-                    None => {}
-                }
             }
+            // The audit already counted each finding per target.
+            summary.blocked += target.counts.blocked;
+            summary.missing += target.counts.missing;
+            summary.undeclared += target.counts.undeclared;
+            summary.stale += target.counts.stale;
+            summary.findings += target.counts.findings();
         }
-        summary.findings = summary.blocked + summary.missing + summary.undeclared + summary.stale;
         summary
     }
 

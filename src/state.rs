@@ -244,7 +244,7 @@ impl State {
     /// results of addresses no longer probed (so their series disappear), and counts the change.
     fn recompute(&mut self, index: usize) -> Change {
         let target = &self.config.targets[index];
-        let cap = u128::from(self.config.global.max_probe_addresses_per_prefix);
+        let cap = self.config.global.max_probe_addresses_per_prefix;
         let state = &mut self.targets[index];
         let before = published_items(state);
         let mut published: BTreeSet<IpAddr> = state.dns.addresses();
@@ -255,7 +255,7 @@ impl State {
                 published.insert(prefix.addr());
             } else {
                 prefixes.insert(*prefix);
-                if published::size(prefix) <= cap {
+                if published::is_probed(prefix, cap) {
                     published.extend(published::addresses(prefix));
                 } else {
                     unprobed.insert(*prefix);
@@ -335,18 +335,7 @@ impl State {
             });
         }
         for (source, list) in target.published.iter().zip(&state.lists) {
-            let cap = u128::from(self.config.global.max_probe_addresses_per_prefix);
-            let addresses = list
-                .prefixes
-                .iter()
-                .map(|p| {
-                    if published::size(p) <= cap {
-                        published::size(p)
-                    } else {
-                        1
-                    }
-                })
-                .sum::<u128>();
+            let addresses = published::probe_cost(&list.prefixes, self.config.global.max_probe_addresses_per_prefix);
             sources.push(SourceReport {
                 source: "published",
                 url: Some(source.label.clone()),

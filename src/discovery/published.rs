@@ -297,6 +297,20 @@ pub fn size(prefix: &IpNet) -> u128 {
     1u128.checked_shl(host_bits).unwrap_or(u128::MAX)
 }
 
+/// Whether the addresses of `prefix` are probed one by one (else it is audited only).
+pub fn is_probed(prefix: &IpNet, cap: u32) -> bool {
+    size(prefix) <= u128::from(cap)
+}
+
+/// How many addresses `prefixes` make the auditor probe, a prefix too large to probe counting one:
+/// what `max_addresses` bounds and `source_addresses` reports.
+pub fn probe_cost<'a>(prefixes: impl IntoIterator<Item = &'a IpNet>, cap: u32) -> u128 {
+    prefixes
+        .into_iter()
+        .map(|p| if is_probed(p, cap) { size(p) } else { 1 })
+        .sum()
+}
+
 /// Decides whether a parsed list is taken: never everything (`/0`), never more than
 /// `max_addresses` to probe, and never a sudden nothing unless the list allows it.
 pub fn accept(
@@ -312,10 +326,7 @@ pub fn accept(
         ));
     }
     let set: BTreeSet<IpNet> = parsed.into_iter().collect();
-    let to_probe: u128 = set
-        .iter()
-        .map(|p| if size(p) <= u128::from(cap) { size(p) } else { 1 })
-        .sum();
+    let to_probe = probe_cost(&set, cap);
     if to_probe > u128::from(source.max_addresses) {
         return Err(Failure::new(
             Reason::TooMany,
