@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ipnet::{IpNet, Ipv4Net};
-use whitelist_audit::audit::{self, TargetInput};
+use whitelist_audit::config::whitelist::{Entry, Whitelist};
 use whitelist_audit::config::{CheckKind, Config, Global, Target};
-use whitelist_audit::whitelist::{Entry, Whitelist};
+use whitelist_audit::core::audit::{self, TargetInput};
 
 const PUBLISHED: u32 = 100_000;
 const ENTRIES: u32 = 10_000;
@@ -70,6 +70,7 @@ fn bench(c: &mut Criterion) {
     let (config, published) = inputs();
     let config = Arc::new(config);
     let (addresses, probed, results) = (BTreeSet::<IpAddr>::new(), BTreeSet::<IpAddr>::new(), BTreeMap::new());
+    let probe_errors = BTreeMap::new();
     // Every published prefix is above the probe cap: audited against the whitelist, not probed.
     let input = || TargetInput {
         published: &addresses,
@@ -78,6 +79,7 @@ fn bench(c: &mut Criterion) {
         probed: &probed,
         results: &results,
         changes: (0, 0),
+        probe_errors: &probe_errors,
     };
     let mut group = c.benchmark_group("audit");
     group.sample_size(10);

@@ -1,31 +1,41 @@
-//! The thin async shell: refreshes discovery, schedules probes across the interval within the
-//! concurrency bounds, and hands results to the state. `serve` loops; `check` runs once.
+//! The thin async shell: refreshes the sources, schedules probes across the interval within the
+//! concurrency bounds, hands results to the state, and publishes the state's snapshot. `serve`
+//! loops; `check` runs once.
+//!
+//! Two locks, never held together by a reader: the state's (probes and refreshes write it, for
+//! microseconds) and the published snapshot's (renderers clone an `Arc` out of it). A scrape never
+//! waits for a probe, and a probe never waits for a scrape.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
-use crate::audit::Report;
 use crate::config::{self, Config};
-use crate::discovery::dns;
-use crate::discovery::published::{self, Fetched, Validators};
-use crate::probe::{self, ProbeSpec};
-use crate::state::{Change, ListUpdate};
-use crate::state::{State, SweepStatus};
-use crate::whitelist;
-use std::collections::BTreeSet;
+use crate::core::state::{Change, Snapshot, State, SweepStatus, TargetId};
+use crate::discovery::Discovery;
+use crate::prefix::prefix_label;
+use crate::probe::{self, Network, ProbeSpec};
 
-/// State shared by the scheduler, the probes and the HTTP server.
+/// How long the publisher waits after a change before it renders a snapshot, so a sweep of
+/// thousands of results renders a few snapshots a second, not one per result.
+pub const PUBLISH_COALESCE: Duration = Duration::from_millis(200);
+
+/// State shared by the scheduler, the probes and the publisher.
 #[derive(Debug)]
 pub struct Shared {
     state: Mutex<State>,
-    ready: AtomicBool,
-    reload_ok: AtomicBool,
+    /// The last published snapshot; renderers subscribe to it.
+    published: watch::Sender<Arc<Snapshot>>,
+    /// Serialises publishing, so a snapshot of older state never replaces a newer one.
+    publishing: Mutex<()>,
+    /// Set when the state changed since the last snapshot.
+    dirty: Notify,
     /// (target, port, ip) of probes running now: a slow probe is never started twice.
     in_flight: Mutex<HashSet<(String, u16, IpAddr)>>,
 }
@@ -38,10 +48,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Shared state for a freshly loaded configuration.
     pub fn new(config: Arc<Config>) -> Arc<Self> {
+        let state = State::new(config);
+        let (published, _) = watch::channel(Arc::new(state.snapshot()));
         Arc::new(Self {
-            state: Mutex::new(State::new(config)),
-            ready: AtomicBool::new(false),
-            reload_ok: AtomicBool::new(true),
+            state: Mutex::new(state),
+            published,
+            publishing: Mutex::new(()),
+            dirty: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
         })
     }
@@ -51,35 +64,57 @@ impl Shared {
         f(&lock(&self.state))
     }
 
-    fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        f(&mut lock(&self.state))
-    }
-
-    /// Whether the first sweep has finished.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    /// Whether the last configuration reload succeeded (true until one fails).
-    pub fn last_reload_successful(&self) -> bool {
-        self.reload_ok.load(Ordering::Relaxed)
+    /// Changes the state under its lock, and marks the snapshot out of date.
+    pub fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let out = f(&mut lock(&self.state));
+        self.dirty.notify_one();
+        out
     }
 
     /// The current configuration.
     pub fn config(&self) -> Arc<Config> {
         self.with_state(|s| Arc::clone(&s.config))
     }
+
+    /// Renders the state into a new snapshot now. The state's lock is held only to copy it.
+    pub fn publish(&self) -> Arc<Snapshot> {
+        let _one_at_a_time = lock(&self.publishing);
+        let copy = self.with_state(State::clone);
+        let snapshot = Arc::new(copy.snapshot());
+        self.published.send_replace(Arc::clone(&snapshot));
+        snapshot
+    }
+
+    /// The last published snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.published.borrow())
+    }
+
+    /// A receiver of every snapshot published from now on, for the renderers.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.published.subscribe()
+    }
+
+    /// Publishes a snapshot whenever the state changed, at most once per [`PUBLISH_COALESCE`].
+    pub async fn publish_changes(self: Arc<Self>) {
+        loop {
+            self.dirty.notified().await;
+            tokio::time::sleep(PUBLISH_COALESCE).await;
+            self.publish();
+        }
+    }
 }
 
 /// Concurrency bounds of one configuration.
 #[derive(Debug, Clone)]
-struct Limits {
+pub struct Limits {
     global: Arc<Semaphore>,
     per_target: Vec<Arc<Semaphore>>,
 }
 
 impl Limits {
-    fn new(config: &Config) -> Self {
+    /// The bounds `config` sets.
+    pub fn new(config: &Config) -> Self {
         Self {
             global: Arc::new(Semaphore::new(config.global.concurrency)),
             per_target: config
@@ -91,150 +126,79 @@ impl Limits {
     }
 }
 
-/// What one refresh task brought back.
-enum Refreshed {
-    Dns(usize, Result<BTreeSet<IpAddr>, dns::DnsFailure>),
-    List(usize, usize, ListUpdate),
-}
-
-/// Restores the last good set of every published list that has none yet from `state_dir`, so a
-/// restart while a vendor's site is down keeps auditing the right set. A corrupt file is reported
-/// and ignored.
-pub fn restore(shared: &Arc<Shared>) {
+/// Gives every source that keeps something across restarts (published lists) its saved set,
+/// where the state has nothing yet.
+pub fn restore(shared: &Shared, discovery: &Discovery) {
     let config = shared.config();
-    for (index, target) in config.targets.iter().enumerate() {
-        for (list, source) in target.published.iter().enumerate() {
-            let fresh = shared.with_state(|s| {
-                let l = &s.targets[index].lists[list];
-                l.status == crate::discovery::SourceStatus::default() && l.prefixes.is_empty()
-            });
-            if !fresh {
-                continue;
-            }
-            let path = published::state_file(&config.global.state_dir, &target.name, &source.label);
-            match published::load(&path) {
-                Ok(None) => {}
-                Ok(Some((prefixes, validators, fetched_at))) => {
-                    tracing::info!(target_name = %target.name, url = %source.label, prefixes = prefixes.len(), file = %path.display(), "restored last good set");
-                    shared.update(|state| state.restore_list(index, list, prefixes, validators, fetched_at));
-                }
-                Err(error) => {
-                    tracing::warn!(target_name = %target.name, url = %source.label, %error, "state file is corrupt; ignored");
-                    shared.update(|state| state.corrupt_state(index, list, error));
-                }
-            }
-        }
-    }
-}
-
-/// Refreshes every DNS source and every published list that is due (all of them unless
-/// `only_due`), concurrently, and applies the results.
-pub async fn refresh(shared: &Arc<Shared>, client: &reqwest::Client, only_due: bool) {
-    let config = shared.config();
-    let now = Instant::now();
-    let due: Vec<(usize, usize, Validators)> = shared.with_state(|state| {
+    let fresh: Vec<_> = shared.with_state(|state| {
         state
-            .targets
-            .iter()
-            .enumerate()
-            .flat_map(|(index, t)| t.lists.iter().enumerate().map(move |(list, l)| (index, list, l)))
-            .filter(|(_, _, l)| !only_due || l.next_due.is_none_or(|due| due <= now))
-            .map(|(index, list, l)| (index, list, l.validators.clone()))
+            .source_ids()
+            .filter(|(_, source)| source.is_fresh())
+            .map(|(id, source)| (id, source.spec))
             .collect()
     });
-    let mut tasks = JoinSet::new();
-    for (index, target) in config.targets.iter().enumerate().filter(|(_, t)| t.host.is_some()) {
-        let target = target.clone();
-        let timeout = config.global.timeout;
-        tasks.spawn(async move { Refreshed::Dns(index, dns::resolve(&target, timeout).await) });
+    for (id, spec) in fresh {
+        if let Some(update) = discovery.restore(&config, id, spec) {
+            shared.update(|state| state.apply(id, update, Instant::now().into_std(), SystemTime::now()));
+        }
     }
-    for (index, list, validators) in due {
-        let source = config.targets[index].published[list].clone();
-        let client = client.clone();
-        tasks.spawn(async move {
-            let update = match published::fetch(&client, &source, &validators).await {
-                Ok(Fetched::NotModified) => ListUpdate::NotModified,
-                Ok(Fetched::Body {
-                    bytes,
-                    content_type,
-                    validators,
-                }) => match published::parse(&source, &bytes, content_type.as_deref()) {
-                    Ok(prefixes) => ListUpdate::Fresh { prefixes, validators },
-                    Err(failure) => ListUpdate::Failed(failure),
-                },
-                Err(failure) => ListUpdate::Failed(failure),
-            };
-            Refreshed::List(index, list, update)
-        });
+}
+
+/// Refreshes every source that is due (every list unless `only_due`; DNS always), concurrently,
+/// and applies the results.
+pub async fn refresh(shared: &Shared, discovery: &Discovery, only_due: bool) {
+    let config = shared.config();
+    let due = shared.with_state(|state| state.due(Instant::now().into_std(), only_due));
+    let mut tasks = JoinSet::new();
+    for (id, spec, validators) in due {
+        let (discovery, config) = (discovery.clone(), Arc::clone(&config));
+        tasks.spawn(async move { (id, spec, discovery.refresh(config, id, spec, validators).await) });
     }
     while let Some(joined) = tasks.join_next().await {
-        let Ok(refreshed) = joined else { continue };
-        // A reload while we were fetching: these answers belong to a configuration gone by.
-        let current = shared.with_state(|state| Arc::ptr_eq(&state.config, &config));
-        if !current {
-            continue;
+        let Ok((id, spec, update)) = joined else { continue };
+        let applied = shared.update(|state| {
+            // A reload while we were asking: this answer belongs to a configuration gone by.
+            Arc::ptr_eq(&state.config, &config)
+                .then(|| state.apply(id, update, Instant::now().into_std(), SystemTime::now()))
+        });
+        let Some(applied) = applied else { continue };
+        let target = &config.targets[id.target.0].name;
+        let source = shared.with_state(|state| state.source_name(id));
+        if let Some(failure) = &applied.failure {
+            tracing::warn!(target_name = %target, source = %source, reason = failure.reason.as_label(), error = %failure, "refresh failed; keeping the last good set");
         }
-        match refreshed {
-            Refreshed::Dns(index, outcome) => {
-                let name = &config.targets[index].name;
-                if let Err(failure) = &outcome {
-                    tracing::warn!(target_name = %name, error = %failure, "DNS refresh failed; keeping the last good set");
-                }
-                let outcome = outcome.map_err(|f| (f.reason, f.to_string()));
-                let change = shared.update(|state| state.apply_dns(index, outcome, Instant::now(), SystemTime::now()));
-                log_change(name, "dns", &change);
-            }
-            Refreshed::List(index, list, update) => {
-                let target = &config.targets[index];
-                let source = &target.published[list];
-                let fresh = matches!(update, ListUpdate::Fresh { .. });
-                let (change, failure, saved) = shared.update(|state| {
-                    let (change, failure) = state.apply_list(index, list, update, Instant::now(), SystemTime::now());
-                    let current = &state.targets[index].lists[list];
-                    let saved = (fresh && failure.is_none()).then(|| published::Saved {
-                        version: 1,
-                        target: target.name.clone(),
-                        url: source.label.clone(),
-                        prefixes: current.prefixes.iter().map(ToString::to_string).collect(),
-                        validators: current.validators.clone(),
-                        fetched_at: SystemTime::now()
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs()),
-                    });
-                    (change, failure, saved)
-                });
-                if let Some(failure) = failure {
-                    tracing::warn!(target_name = %target.name, url = %source.label, reason = failure.reason.as_label(), error = %failure, "published list refresh failed; keeping the last good set");
-                }
-                if let Some(saved) = saved {
-                    let path = published::state_file(&config.global.state_dir, &target.name, &source.label);
-                    if let Err(error) = published::save(&path, &saved) {
-                        tracing::warn!(file = %path.display(), %error, "cannot save the last good set");
-                    }
-                }
-                log_change(&target.name, &source.label, &change);
-            }
+        if let Some(accepted) = &applied.accepted {
+            discovery.accepted(&config, id, spec, accepted);
         }
+        log_change(target, &source, &applied.change);
     }
+    shared.publish();
 }
 
 fn log_change(target: &str, source: &str, change: &Change) {
     if !change.is_empty() {
-        let list = |items: &[ipnet::IpNet]| items.iter().map(whitelist::prefix_label).collect::<Vec<_>>().join(",");
+        let list = |items: &[ipnet::IpNet]| items.iter().map(prefix_label).collect::<Vec<_>>().join(",");
         tracing::info!(target_name = %target, source = %source, added = %list(&change.added), removed = %list(&change.removed), "published set changed");
     }
 }
 
 /// Probes every probed address of every target once. With `spread`, start times are spread evenly
 /// across it; without, probes start as fast as the concurrency bounds allow. Sweeps may overlap
-/// (a dropped address outlives the interval), so only the first one decides readiness.
-async fn sweep(shared: Arc<Shared>, limits: Limits, spread: Option<Duration>, first: bool) {
+/// (a dropped address outlives the interval): an address still being probed is skipped, and only
+/// the first sweep decides readiness.
+pub async fn sweep<N: Network>(
+    shared: Arc<Shared>,
+    network: Arc<N>,
+    limits: Limits,
+    spread: Option<Duration>,
+    first: bool,
+) {
     let started = Instant::now();
     let (config, work) = shared.with_state(|state| (Arc::clone(&state.config), interleave(state)));
     let total = work.len();
     let mut tasks = JoinSet::new();
-    for (position, (index, ip)) in work.into_iter().enumerate() {
-        let target = &config.targets[index];
+    for (position, (target_id, ip)) in work.into_iter().enumerate() {
+        let target = &config.targets[target_id.0];
         let spec = ProbeSpec {
             port: target.port,
             check: target.check,
@@ -245,52 +209,49 @@ async fn sweep(shared: Arc<Shared>, limits: Limits, spread: Option<Duration>, fi
         let key = (target.name.clone(), target.port, ip);
         #[allow(clippy::cast_precision_loss)]
         let offset = spread.map_or(Duration::ZERO, |window| window.mul_f64(position as f64 / total as f64));
-        let shared = Arc::clone(&shared);
-        let target_slots = Arc::clone(&limits.per_target[index]);
+        let (shared, network) = (Arc::clone(&shared), Arc::clone(&network));
+        let target_slots = Arc::clone(&limits.per_target[target_id.0]);
         let global_slots = Arc::clone(&limits.global);
         tasks.spawn(async move {
-            tokio::time::sleep_until((started + offset).into()).await;
+            tokio::time::sleep_until(started + offset).await;
             if !lock(&shared.in_flight).insert(key.clone()) {
                 tracing::debug!(ip = %ip, "previous probe still running; skipped");
                 return;
             }
-            let result = probe::probe(ip, spec, &target_slots, &global_slots).await;
+            let result = probe::probe(network.as_ref(), ip, spec, &target_slots, &global_slots).await;
             lock(&shared.in_flight).remove(&key);
             shared.update(|state| {
-                let index = state
-                    .config
-                    .targets
-                    .iter()
-                    .position(|t| t.name == key.0 && t.port == key.1);
-                if let Some(index) = index {
-                    state.record_probe(index, ip, result);
+                // Found again by name and port: a reload may have renumbered the targets.
+                if let Some(id) = state.target_id(&key.0, key.1) {
+                    state.record_probe(id, ip, result);
                 }
             });
         });
     }
     while tasks.join_next().await.is_some() {}
-    let finished = SystemTime::now();
+    let duration = started.elapsed();
     shared.update(|state| {
-        state.sweep = SweepStatus {
-            last_finished: Some(finished),
-            last_duration: Some(started.elapsed()),
+        state.status.sweep = SweepStatus {
+            last_finished: Some(SystemTime::now()),
+            last_duration: Some(duration),
         };
+        if first {
+            state.status.ready = true;
+        }
     });
-    if first {
-        shared.ready.store(true, Ordering::Relaxed);
-    }
+    shared.publish();
 }
 
-/// Every probed address as (target index, ip), round-robin across targets so one large target
-/// does not queue the others behind its per-target limit.
-fn interleave(state: &State) -> Vec<(usize, IpAddr)> {
+/// Every probed address as (target, ip), round-robin across targets so one large target does
+/// not queue the others behind its per-target limit.
+fn interleave(state: &State) -> Vec<(TargetId, IpAddr)> {
     let mut lists: Vec<_> = state.targets.iter().map(|t| t.probed.iter().copied()).collect();
     let mut out = Vec::new();
     loop {
         let before = out.len();
         for (index, list) in lists.iter_mut().enumerate() {
             if let Some(ip) = list.next() {
-                out.push((index, ip));
+                out.push((TargetId(index), ip));
             }
         }
         if out.len() == before {
@@ -300,25 +261,28 @@ fn interleave(state: &State) -> Vec<(usize, IpAddr)> {
 }
 
 /// One refresh and one sweep, as fast as the bounds allow: `check`.
-pub async fn check_once(config: Config) -> Report {
+pub async fn check_once<N: Network>(config: Config, network: Arc<N>) -> Arc<Snapshot> {
     let config = Arc::new(config);
     let shared = Shared::new(Arc::clone(&config));
-    restore(&shared);
-    refresh(&shared, &published::client(), false).await;
-    sweep(Arc::clone(&shared), Limits::new(&config), None, true).await;
-    shared.with_state(State::report)
+    let discovery = Discovery::new();
+    restore(&shared, &discovery);
+    refresh(&shared, &discovery, false).await;
+    sweep(Arc::clone(&shared), network, Limits::new(&config), None, true).await;
+    shared.snapshot()
 }
 
-/// A request to reload the configuration, with a channel for the outcome.
+/// A request to reload the configuration, with a channel for the outcome (`http::ReloadRequest`).
 pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
 
 /// The daemon's loop: refresh and sweep every interval, reload on request, until `shutdown`.
-pub async fn run(
+pub async fn run<N: Network>(
     shared: Arc<Shared>,
+    network: Arc<N>,
     mut reloads: mpsc::Receiver<ReloadRequest>,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let publisher = tokio::spawn(Arc::clone(&shared).publish_changes());
     let mut config = shared.config();
     let mut limits = Limits::new(&config);
     let mut ticker = new_ticker(config.global.interval);
@@ -327,17 +291,20 @@ pub async fn run(
     // with addresses; otherwise in the background, so a resolver or vendor site that times out
     // never delays the probes of the addresses already known.
     let mut discover_before_sweep = true;
-    let mut discovery: Option<tokio::task::JoinHandle<()>> = None;
-    let client = published::client();
-    restore(&shared);
+    let mut background: Option<tokio::task::JoinHandle<()>> = None;
+    let discovery = Discovery::new();
+    restore(&shared, &discovery);
     loop {
         tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => {
+                publisher.abort();
+                return;
+            }
             Some(reply) = reloads.recv() => {
                 let outcome = reload(&shared, &config.path);
                 if outcome.is_ok() {
                     config = shared.config();
-                    restore(&shared);
+                    restore(&shared, &discovery);
                     limits = Limits::new(&config);
                     ticker = new_ticker(config.global.interval);
                     discover_before_sweep = true;
@@ -348,16 +315,17 @@ pub async fn run(
             _ = ticker.tick() => {}
         }
         if discover_before_sweep {
-            refresh(&shared, &client, true).await;
+            refresh(&shared, &discovery, true).await;
             discover_before_sweep = false;
-        } else if discovery.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
-            let (shared, client) = (Arc::clone(&shared), client.clone());
-            discovery = Some(tokio::spawn(async move { refresh(&shared, &client, true).await }));
+        } else if background.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+            let (shared, discovery) = (Arc::clone(&shared), discovery.clone());
+            background = Some(tokio::spawn(async move { refresh(&shared, &discovery, true).await }));
         } else {
             tracing::debug!("previous discovery still running; this interval probes the current set");
         }
         tokio::spawn(sweep(
             Arc::clone(&shared),
+            Arc::clone(&network),
             limits.clone(),
             Some(config.global.interval),
             first,
@@ -374,18 +342,301 @@ fn new_ticker(interval: Duration) -> tokio::time::Interval {
 
 /// Loads the configuration again; a bad one is refused and the running one kept.
 fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), String> {
-    match config::load(path) {
+    let outcome = match config::load(path) {
         Ok(new) => {
             let new = Arc::new(new);
-            shared.update(|state| *state = state.reconfigured(&new));
-            shared.reload_ok.store(true, Ordering::Relaxed);
+            shared.update(|state| {
+                *state = state.reconfigured(&new);
+                state.status.reload_ok = true;
+            });
             tracing::info!(file = %path.display(), "configuration reloaded");
             Ok(())
         }
         Err(err) => {
-            shared.reload_ok.store(false, Ordering::Relaxed);
+            shared.update(|state| state.status.reload_ok = false);
             tracing::error!(error = %err.summary(), "configuration reload failed; keeping the running configuration");
             Err(err.to_string())
         }
+    };
+    shared.publish();
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scheduler against a scripted [`Network`] in paused time: every expectation is exact,
+    //! and no packet leaves the process.
+
+    use std::collections::HashMap;
+    use std::io;
+    use std::net::SocketAddr;
+    use std::path::Path;
+
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::core::outcome::{LocalFault, ProbeState};
+
+    /// How the scripted network answers a connect to one address.
+    #[derive(Debug, Clone, Copy)]
+    enum Answer {
+        /// The handshake completes after this long.
+        Accept(Duration),
+        /// A reset after this long.
+        Refuse(Duration),
+        /// Never answers.
+        Hang,
+        /// This host's own fault, at once.
+        Errno(i32),
+    }
+
+    #[derive(Debug)]
+    struct Scripted {
+        answers: HashMap<IpAddr, Answer>,
+        origin: Instant,
+        /// (address, when the connect started, relative to `origin`).
+        connects: Mutex<Vec<(IpAddr, Duration)>>,
+        active: Mutex<(usize, usize)>,
+    }
+
+    impl Scripted {
+        fn new(answers: impl IntoIterator<Item = (&'static str, Answer)>) -> Arc<Self> {
+            Arc::new(Self {
+                answers: answers.into_iter().map(|(ip, a)| (ip.parse().unwrap(), a)).collect(),
+                origin: Instant::now(),
+                connects: Mutex::new(Vec::new()),
+                active: Mutex::new((0, 0)),
+            })
+        }
+
+        fn connects_to(&self, ip: &str) -> Vec<Duration> {
+            let ip: IpAddr = ip.parse().unwrap();
+            lock(&self.connects)
+                .iter()
+                .filter(|(at, _)| *at == ip)
+                .map(|(_, when)| *when)
+                .collect()
+        }
+
+        fn most_at_once(&self) -> usize {
+            lock(&self.active).1
+        }
+    }
+
+    impl Network for Scripted {
+        type Stream = DuplexStream;
+
+        async fn connect(&self, address: SocketAddr) -> io::Result<DuplexStream> {
+            let ip = address.ip();
+            lock(&self.connects).push((ip, self.origin.elapsed()));
+            {
+                let mut active = lock(&self.active);
+                active.0 += 1;
+                active.1 = active.1.max(active.0);
+            }
+            let answer = self.answers[&ip];
+            let outcome = match answer {
+                Answer::Accept(after) => {
+                    tokio::time::sleep(after).await;
+                    Ok(tokio::io::duplex(64).0)
+                }
+                Answer::Refuse(after) => {
+                    tokio::time::sleep(after).await;
+                    Err(io::Error::from_raw_os_error(111))
+                }
+                Answer::Hang => std::future::pending().await,
+                Answer::Errno(code) => Err(io::Error::from_raw_os_error(code)),
+            };
+            lock(&self.active).0 -= 1;
+            outcome
+        }
+    }
+
+    /// A configuration probing `addresses` (documentation range: never sent anywhere, the network
+    /// is scripted) with `check: tcp`.
+    fn config(global: &str, addresses: &[&str]) -> Arc<Config> {
+        let yaml = format!(
+            "global: {{{global}}}\ntargets:\n  - name: vendor\n    check: tcp\n    static: [{}]\n",
+            addresses.join(", ")
+        );
+        let path = Path::new("test.yml");
+        let raw = config::parse_yaml(path, &yaml).unwrap();
+        Arc::new(config::build(path, &raw).unwrap())
+    }
+
+    fn state_of(shared: &Shared, ip: &str) -> Option<ProbeState> {
+        let ip: IpAddr = ip.parse().unwrap();
+        shared.with_state(|s| s.targets[0].results.get(&ip).map(|r| r.state))
+    }
+
+    const S: Duration = Duration::from_secs(1);
+    const INSTANT: Answer = Answer::Accept(Duration::ZERO);
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_are_spread_evenly_across_the_interval() {
+        let addresses = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"];
+        let config = config("attempts: 1", &addresses);
+        let network = Scripted::new(addresses.map(|ip| (ip, INSTANT)));
+        let shared = Shared::new(Arc::clone(&config));
+        sweep(
+            Arc::clone(&shared),
+            Arc::clone(&network),
+            Limits::new(&config),
+            Some(4 * S),
+            true,
+        )
+        .await;
+        let starts: Vec<Duration> = addresses.iter().flat_map(|ip| network.connects_to(ip)).collect();
+        assert_eq!(starts, [Duration::ZERO, S, 2 * S, 3 * S]);
+        assert!(
+            addresses
+                .iter()
+                .all(|ip| state_of(&shared, ip) == Some(ProbeState::Open))
+        );
+        let snapshot = shared.snapshot();
+        assert!(snapshot.status.ready, "the first sweep makes the daemon ready");
+        assert_eq!(snapshot.report.targets[0].counts.up, 4, "the sweep's end is published");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_address_is_retried_after_the_delay_holding_no_slot_meanwhile() {
+        let config = config(
+            "attempts: 3, retry_delay: 10s, timeout: 5s, per_target_concurrency: 1",
+            &["192.0.2.1", "192.0.2.2"],
+        );
+        let network = Scripted::new([("192.0.2.1", Answer::Refuse(S)), ("192.0.2.2", Answer::Accept(2 * S))]);
+        let shared = Shared::new(Arc::clone(&config));
+        sweep(
+            Arc::clone(&shared),
+            Arc::clone(&network),
+            Limits::new(&config),
+            None,
+            true,
+        )
+        .await;
+        // Refused after 1s, then 10s of delay: the attempts start at 0, 11 and 22 seconds.
+        assert_eq!(network.connects_to("192.0.2.1"), [Duration::ZERO, 11 * S, 22 * S]);
+        // With one slot per target, .2 got it while .1 waited out its delay.
+        assert_eq!(network.connects_to("192.0.2.2"), [S]);
+        let result = shared.with_state(|s| s.targets[0].results[&"192.0.2.1".parse::<IpAddr>().unwrap()].clone());
+        assert_eq!((result.state, result.attempts), (ProbeState::Refused, 3));
+        assert_eq!(state_of(&shared, "192.0.2.2"), Some(ProbeState::Open));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_still_being_probed_is_not_probed_twice() {
+        let config = config("attempts: 1, timeout: 100s", &["192.0.2.1", "192.0.2.2"]);
+        let network = Scripted::new([("192.0.2.1", Answer::Hang), ("192.0.2.2", INSTANT)]);
+        let shared = Shared::new(Arc::clone(&config));
+        let first = tokio::spawn(sweep(
+            Arc::clone(&shared),
+            Arc::clone(&network),
+            Limits::new(&config),
+            None,
+            true,
+        ));
+        tokio::time::sleep(10 * S).await;
+        sweep(
+            Arc::clone(&shared),
+            Arc::clone(&network),
+            Limits::new(&config),
+            None,
+            false,
+        )
+        .await;
+        assert_eq!(
+            network.connects_to("192.0.2.1"),
+            [Duration::ZERO],
+            "skipped while the first hangs"
+        );
+        assert_eq!(network.connects_to("192.0.2.2"), [Duration::ZERO, 10 * S]);
+        assert!(
+            !shared.snapshot().status.ready,
+            "only the first sweep decides readiness"
+        );
+        first.await.unwrap();
+        assert_eq!(state_of(&shared, "192.0.2.1"), Some(ProbeState::Timeout));
+        assert!(shared.snapshot().status.ready);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_never_exceeds_the_per_target_bound() {
+        let addresses = [
+            "192.0.2.1",
+            "192.0.2.2",
+            "192.0.2.3",
+            "192.0.2.4",
+            "192.0.2.5",
+            "192.0.2.6",
+        ];
+        let config = config("attempts: 1, per_target_concurrency: 2, concurrency: 100", &addresses);
+        let network = Scripted::new(addresses.map(|ip| (ip, Answer::Accept(S))));
+        let shared = Shared::new(Arc::clone(&config));
+        let started = Instant::now();
+        sweep(
+            Arc::clone(&shared),
+            Arc::clone(&network),
+            Limits::new(&config),
+            None,
+            true,
+        )
+        .await;
+        assert_eq!(network.most_at_once(), 2);
+        assert_eq!(started.elapsed(), 3 * S, "six one-second connects, two at a time");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_global_bound_holds_across_targets() {
+        let yaml = "global: {attempts: 1, concurrency: 3, per_target_concurrency: 10}\ntargets:\n  \
+                    - {name: a, check: tcp, static: [192.0.2.1, 192.0.2.2, 192.0.2.3]}\n  \
+                    - {name: b, check: tcp, static: [198.51.100.1, 198.51.100.2, 198.51.100.3]}\n";
+        let raw = config::parse_yaml(Path::new("t.yml"), yaml).unwrap();
+        let config = Arc::new(config::build(Path::new("t.yml"), &raw).unwrap());
+        let network = Scripted::new(
+            [
+                "192.0.2.1",
+                "192.0.2.2",
+                "192.0.2.3",
+                "198.51.100.1",
+                "198.51.100.2",
+                "198.51.100.3",
+            ]
+            .map(|ip| (ip, Answer::Accept(S))),
+        );
+        let shared = Shared::new(Arc::clone(&config));
+        sweep(shared, Arc::clone(&network), Limits::new(&config), None, true).await;
+        assert_eq!(network.most_at_once(), 3);
+        // Interleaved: the first three connects are a, b, a, not a, a, a.
+        let order: Vec<IpAddr> = lock(&network.connects).iter().map(|(ip, _)| *ip).collect();
+        assert_eq!(order[1], "198.51.100.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn emfile_is_this_hosts_error_not_the_networks_verdict() {
+        const EMFILE: i32 = 24;
+        let wl = std::env::temp_dir().join(format!("wla-app-emfile-{}.yml", std::process::id()));
+        std::fs::write(&wl, "allow:\n  - addresses: [192.0.2.0/24]\n    ports: [22]\n").unwrap();
+        let yaml = format!(
+            "global: {{attempts: 2, retry_delay: 1s, whitelist: {}}}\ntargets:\n  - {{name: vendor, check: tcp, static: [192.0.2.1, 192.0.2.2]}}\n",
+            wl.display()
+        );
+        let raw = config::parse_yaml(Path::new("t.yml"), &yaml).unwrap();
+        let config = Arc::new(config::build(Path::new("t.yml"), &raw).unwrap());
+        std::fs::remove_file(&wl).unwrap();
+        let network = Scripted::new([("192.0.2.1", Answer::Errno(EMFILE)), ("192.0.2.2", INSTANT)]);
+        let shared = Shared::new(Arc::clone(&config));
+        sweep(Arc::clone(&shared), network, Limits::new(&config), None, true).await;
+        let snapshot = shared.snapshot();
+        let target = &snapshot.report.targets[0];
+        let failed = &target.addresses[0];
+        let probe = failed.probe.as_ref().unwrap();
+        assert_eq!(probe.state, ProbeState::Error, "{}", probe.detail);
+        assert_eq!(probe.fault, Some(LocalFault::FdExhausted));
+        assert_eq!(probe.attempts, 2, "a local fault may pass: it is retried");
+        assert_eq!(failed.finding, None, "never blocked: the firewall did nothing");
+        assert_eq!((target.counts.up, target.counts.error), (1, 1));
+        assert_eq!(target.counts.findings.total(), 0);
+        let fd = target.probe_errors.iter().find(|(f, _)| *f == LocalFault::FdExhausted);
+        assert_eq!(fd, Some(&(LocalFault::FdExhausted, 1)), "one probe ended in error");
     }
 }

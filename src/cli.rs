@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::mpsc;
 
@@ -15,6 +16,7 @@ use crate::app::{self, Shared};
 use crate::config::{self, CheckKind, Config, ConfigError, ResolverSpec, defaults};
 use crate::logging::{self, LogFormat};
 use crate::output;
+use crate::probe::Os;
 
 /// Exit code: success, no findings.
 pub const EXIT_OK: u8 = 0;
@@ -100,9 +102,9 @@ pub struct CheckArgs {
     /// With --host: a resolver, `system`, IP, IP:PORT or [IPv6]:PORT; repeat for several.
     #[arg(long, value_name = "ADDR", requires = "host", value_parser = ResolverSpec::parse)]
     pub resolver: Vec<ResolverSpec>,
-    /// With --host: `ssh` (TCP and the SSH identification line) or `tcp` (TCP connect only).
-    #[arg(long, value_enum, default_value = "ssh", requires = "host")]
-    pub check: CheckFlag,
+    /// With --host: what to check on top of the TCP handshake.
+    #[arg(long, value_parser = check_kinds(), default_value = "ssh", requires = "host")]
+    pub check: CheckKind,
     /// With --host: one attempt's timeout.
     #[arg(long, value_name = "DURATION", requires = "host", value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
@@ -114,11 +116,14 @@ pub struct CheckArgs {
     pub output: OutputFormat,
 }
 
-/// `--check` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CheckFlag {
-    Ssh,
-    Tcp,
+/// `--check` values: every probe kind, from the kind list.
+fn check_kinds() -> impl TypedValueParser<Value = CheckKind> {
+    PossibleValuesParser::new(
+        CheckKind::ALL
+            .iter()
+            .map(|row| PossibleValue::new(row.label).help(row.help)),
+    )
+    .map(|label| CheckKind::parse(&label).expect("offered values parse"))
 }
 
 /// `--output` values.
@@ -175,12 +180,13 @@ async fn check(args: CheckArgs) -> ExitCode {
         Ok(config) => config,
         Err(err) => return bad_input(&err),
     };
-    let report = app::check_once(config).await;
+    let snapshot = app::check_once(config, Arc::new(Os)).await;
+    let report = &snapshot.report;
     match args.output {
-        OutputFormat::Table => print!("{}", output::table(&report)),
-        OutputFormat::Json => print!("{}", output::json(&report)),
+        OutputFormat::Table => print!("{}", output::table(report)),
+        OutputFormat::Json => print!("{}", output::json(report)),
     }
-    if output::Summary::of(&report).is_clean() {
+    if output::Summary::of(report).is_clean() {
         ExitCode::from(EXIT_OK)
     } else {
         ExitCode::from(EXIT_FINDINGS)
@@ -209,16 +215,12 @@ fn config_from_flags(host: &str, args: &CheckArgs) -> Result<Config, ConfigError
         let list: Vec<String> = args.resolver.iter().map(|r| quote(&r.to_string())).collect();
         let _ = writeln!(yaml, "  resolvers: [{}]", list.join(", "));
     }
-    let check = match args.check {
-        CheckFlag::Ssh => CheckKind::Ssh,
-        CheckFlag::Tcp => CheckKind::Tcp,
-    };
     let _ = writeln!(
         yaml,
         "targets:\n  - name: {name}\n    host: {name}\n    port: {port}\n    check: {check}",
         name = quote(host),
         port = args.port,
-        check = if check == CheckKind::Ssh { "ssh" } else { "tcp" },
+        check = args.check.as_label(),
     );
     let origin = Path::new("--host");
     let raw = config::parse_yaml(origin, &yaml)?;
@@ -245,8 +247,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     );
     let shared = Shared::new(config);
     let (reload_tx, reload_rx) = mpsc::channel(4);
-    let registry = crate::metrics::registry(Arc::clone(&shared));
-    let router = crate::http::router(Arc::clone(&shared), registry, reload_tx.clone());
+    let router = crate::http::router(shared.subscribe(), reload_tx.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_http = stop_rx.clone();
     let server = tokio::spawn(async move {
@@ -258,7 +259,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     });
     tokio::spawn(forward_sighup(reload_tx));
     let mut stop_loop = stop_rx;
-    let scheduler = tokio::spawn(app::run(Arc::clone(&shared), reload_rx, async move {
+    let scheduler = tokio::spawn(app::run(Arc::clone(&shared), Arc::new(Os), reload_rx, async move {
         let _ = stop_loop.wait_for(|stop| *stop).await;
     }));
     shutdown_signal().await;

@@ -1,4 +1,5 @@
-//! The HTTP endpoints, Prometheus-style: `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload`.
+//! The HTTP endpoints, Prometheus-style: `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload`. Every
+//! read renders the latest published snapshot; none takes the probes' lock.
 
 use std::sync::Arc;
 
@@ -8,19 +9,23 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::app::{ReloadRequest, Shared};
+use crate::core::state::Snapshot;
+
+/// A request to reload the configuration, with a channel for the outcome.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
 
 #[derive(Clone)]
 struct Web {
-    shared: Arc<Shared>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
     registry: Arc<Registry>,
     reloads: mpsc::Sender<ReloadRequest>,
 }
 
 /// The router for the daemon's endpoints.
-pub fn router(shared: Arc<Shared>, registry: Registry, reloads: mpsc::Sender<ReloadRequest>) -> Router {
+pub fn router(snapshots: watch::Receiver<Arc<Snapshot>>, reloads: mpsc::Sender<ReloadRequest>) -> Router {
+    let registry = crate::metrics::registry(snapshots.clone());
     Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
@@ -28,7 +33,7 @@ pub fn router(shared: Arc<Shared>, registry: Registry, reloads: mpsc::Sender<Rel
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
         .with_state(Web {
-            shared,
+            snapshots,
             registry: Arc::new(registry),
             reloads,
         })
@@ -68,7 +73,8 @@ async fn metrics(State(web): State<Web>, headers: HeaderMap) -> Response {
 }
 
 async fn ready(State(web): State<Web>) -> Response {
-    if web.shared.is_ready() {
+    let ready = web.snapshots.borrow().status.ready;
+    if ready {
         (StatusCode::OK, "Ready.\n").into_response()
     } else {
         (

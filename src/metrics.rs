@@ -1,7 +1,8 @@
-//! `/metrics`: renders the audit report at scrape time. Rendering the snapshot (rather than
-//! updating long-lived gauges) means an address that left the probed set has no series at the next
-//! scrape, and no scrape ever sees a half-cleared family.
+//! `/metrics`: renders the latest published snapshot at scrape time. Rendering a snapshot (rather
+//! than updating long-lived gauges) means an address that left the probed set has no series at the
+//! next scrape, no scrape ever sees a half-cleared family, and a scrape never takes the probes' lock.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -11,31 +12,34 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
-use crate::app::Shared;
-use crate::audit::{Finding, Report};
-use crate::discovery::unix_seconds;
-use crate::probe::ProbeState;
-use crate::state::SweepStatus;
+use crate::config::CheckKind;
+use crate::core::audit::{AddressReport, TargetReport};
+use crate::core::finding::Finding;
+use crate::core::outcome::{InfoSeries, ProbeState};
+use crate::core::source::{SourceReport, unix_seconds};
+use crate::core::state::Snapshot;
+use crate::prefix::prefix_label;
 
-/// The collector that renders the shared state on every scrape.
+/// The collector that renders the latest snapshot on every scrape.
 #[derive(Debug)]
-struct AuditCollector {
-    shared: Arc<Shared>,
+struct SnapshotCollector {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
 }
 
-impl Collector for AuditCollector {
+impl Collector for SnapshotCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        // Build the report under the lock, encode it outside: probes never wait on a slow scrape.
-        let (report, sweep) = self.shared.with_state(|state| (state.report(), state.sweep));
-        encode(&report, sweep, self.shared.last_reload_successful(), encoder)
+        // Clone the Arc out and release the channel at once: publishing never waits on a scrape.
+        let snapshot = Arc::clone(&self.snapshots.borrow());
+        encode(&snapshot, encoder)
     }
 }
 
-/// A registry holding the audit collector.
-pub fn registry(shared: Arc<Shared>) -> Registry {
+/// A registry whose collector renders the snapshots `snapshots` receives.
+pub fn registry(snapshots: watch::Receiver<Arc<Snapshot>>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(AuditCollector { shared }));
+    registry.register_collector(Box::new(SnapshotCollector { snapshots }));
     registry
 }
 
@@ -110,10 +114,14 @@ fn flag(value: bool) -> f64 {
     if value { 1.0 } else { 0.0 }
 }
 
+/// The samples of one info family: labels and value.
+type InfoRows = Vec<(Vec<(&'static str, String)>, f64)>;
+
 #[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
-fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: DescriptorEncoder) -> Result<(), fmt::Error> {
+fn encode(snapshot: &Snapshot, mut e: DescriptorEncoder) -> Result<(), fmt::Error> {
+    let (report, status) = (&snapshot.report, &snapshot.status);
     let addresses: Vec<_> = report.targets.iter().flat_map(|t| &t.addresses).collect();
-    let tip = |a: &crate::audit::AddressReport| {
+    let tip = |a: &AddressReport| {
         [
             ("target", a.target.clone()),
             ("ip", a.ip.to_string()),
@@ -125,8 +133,10 @@ fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: Descripto
     gauge(
         &mut e,
         "whitelist_audit_ip_up",
-        "1 if the last probe of the address ended open, else 0.",
-        probed().map(|(a, p)| (tip(a), flag(p.state == ProbeState::Open))),
+        "1 if the last probe of the address ended open, else 0; absent when this host failed to probe it (state error).",
+        probed()
+            .filter(|(_, p)| p.state.is_verdict())
+            .map(|(a, p)| (tip(a), flag(p.state == ProbeState::Open))),
     )?;
     gauge(
         &mut e,
@@ -187,17 +197,23 @@ fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: Descripto
             })
         }),
     )?;
-    gauge(
-        &mut e,
-        "whitelist_audit_ssh_info",
-        "1; software from the server's SSH identification line.",
-        probed().filter_map(|(a, p)| {
-            p.software.as_ref().filter(|_| p.state == ProbeState::Open).map(|s| {
-                let [t, i, port] = tip(a);
-                ([t, i, port, ("software", s.chars().take(64).collect::<String>())], 1.0)
-            })
-        }),
-    )?;
+    // Info series of each kind's evidence (`whitelist_audit_ssh_info`), one family per name.
+    let mut infos: BTreeMap<&str, (&str, InfoRows)> = CheckKind::ALL
+        .iter()
+        .filter_map(|row| row.info_family)
+        .map(|(family, help)| (family, (help, Vec::new())))
+        .collect();
+    for (a, p) in probed().filter(|(_, p)| p.state == ProbeState::Open) {
+        if let Some(InfoSeries { family, help, labels }) = p.evidence.as_ref().and_then(|e| e.info()) {
+            let [t, i, port] = tip(a);
+            let mut all = vec![t, i, port];
+            all.extend(labels);
+            infos.entry(family).or_insert((help, Vec::new())).1.push((all, 1.0));
+        }
+    }
+    for (family, (help, rows)) in infos {
+        gauge(&mut e, family, help, rows)?;
+    }
     gauge(
         &mut e,
         "whitelist_audit_whitelist_entry_unused",
@@ -212,7 +228,7 @@ fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: Descripto
     gauge(
         &mut e,
         "whitelist_audit_target_addresses",
-        "Addresses of the target, by set.",
+        "Addresses of the target, by set (error: published addresses this host failed to probe).",
         report.targets.iter().flat_map(|t| {
             t.counts
                 .by_set()
@@ -226,8 +242,11 @@ fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: Descripto
             .iter()
             .flat_map(|t| t.sources.iter().map(move |s| (t, s)))
     };
-    let source_labels = |t: &crate::audit::TargetReport, s: &crate::discovery::SourceReport| {
-        let mut labels = vec![("target", t.target.clone()), ("source", s.source.to_string())];
+    let source_labels = |t: &TargetReport, s: &SourceReport| {
+        let mut labels = vec![
+            ("target", t.target.clone()),
+            ("source", s.source.as_label().to_string()),
+        ];
         if let Some(url) = &s.url {
             labels.push(("url", url.clone()));
         }
@@ -258,7 +277,7 @@ fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: Descripto
         sources().flat_map(|(t, s)| {
             s.failures.iter().map(move |(reason, n)| {
                 let mut labels = source_labels(t, s);
-                labels.push(("reason", reason.clone()));
+                labels.push(("reason", reason.as_label().to_string()));
                 (labels, *n)
             })
         }),
@@ -293,8 +312,8 @@ fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: Descripto
                     (
                         [
                             ("target", t.target.clone()),
-                            ("prefix", crate::whitelist::prefix_label(&p.prefix)),
-                            ("uncovered", crate::whitelist::prefix_label(part)),
+                            ("prefix", prefix_label(&p.prefix)),
+                            ("uncovered", prefix_label(part)),
                             ("port", t.port.to_string()),
                         ],
                         1.0,
@@ -303,23 +322,36 @@ fn encode(report: &Report, sweep: SweepStatus, reload_ok: bool, mut e: Descripto
             })
         }),
     )?;
+    counter(
+        &mut e,
+        "whitelist_audit_probe_errors",
+        "Probes this host failed to make (no file descriptor, no ephemeral port, ...) since start, by reason: not network verdicts.",
+        report.targets.iter().flat_map(|t| {
+            t.probe_errors.iter().map(|(fault, n)| {
+                (
+                    [("target", t.target.clone()), ("reason", fault.as_label().to_string())],
+                    *n,
+                )
+            })
+        }),
+    )?;
     single(
         &mut e,
         "whitelist_audit_last_sweep_timestamp_seconds",
         "When the last complete sweep of every address finished.",
-        sweep.last_finished.map(unix_seconds),
+        status.sweep.last_finished.map(unix_seconds),
     )?;
     single(
         &mut e,
         "whitelist_audit_sweep_duration_seconds",
         "How long the last complete sweep took.",
-        sweep.last_duration.map(|d| d.as_secs_f64()),
+        status.sweep.last_duration.map(|d| d.as_secs_f64()),
     )?;
     single(
         &mut e,
         "whitelist_audit_config_last_reload_successful",
         "1 if the last configuration reload succeeded, else 0.",
-        Some(flag(reload_ok)),
+        Some(flag(status.reload_ok)),
     )?;
     gauge(
         &mut e,

@@ -5,15 +5,19 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::audit::{AddressReport, Finding, Report};
-use crate::probe::ProbeState;
+use crate::config::whitelist::EntryUsage;
+use crate::core::audit::{AddressReport, Counts, PrefixReport, Report};
+use crate::core::finding::{Finding, FindingCounts};
+use crate::core::outcome::ProbeState;
+use crate::core::source::SourceReport;
+use crate::prefix::prefix_label;
 
 /// What `check` prints as JSON.
 #[derive(Debug, Serialize)]
 pub struct JsonReport<'a> {
     pub addresses: Vec<&'a AddressReport>,
     pub targets: Vec<JsonTarget<'a>>,
-    pub whitelist_entries: &'a [crate::whitelist::EntryUsage],
+    pub whitelist_entries: &'a [EntryUsage],
     pub summary: Summary,
 }
 
@@ -22,9 +26,9 @@ pub struct JsonReport<'a> {
 pub struct JsonTarget<'a> {
     pub target: &'a str,
     pub port: u16,
-    pub sources: &'a [crate::discovery::SourceReport],
-    pub counts: &'a crate::audit::Counts,
-    pub prefixes: &'a [crate::audit::PrefixReport],
+    pub sources: &'a [SourceReport],
+    pub counts: &'a Counts,
+    pub prefixes: &'a [PrefixReport],
 }
 
 /// Totals over every target.
@@ -33,12 +37,15 @@ pub struct Summary {
     pub targets: usize,
     pub addresses: usize,
     pub open: usize,
+    /// Addresses with a network verdict other than open.
     pub not_open: usize,
-    pub findings: usize,
-    pub blocked: usize,
-    pub missing: usize,
-    pub undeclared: usize,
-    pub stale: usize,
+    /// Addresses this host failed to probe: neither open nor not open.
+    pub errors: usize,
+    /// Findings of any kind.
+    #[serde(rename = "findings")]
+    pub findings_total: usize,
+    #[serde(flatten)]
+    pub findings: FindingCounts,
     /// Sources whose refresh failed: their addresses may be missing from the audit.
     pub failed_sources: usize,
     /// Targets with no address or prefix at all.
@@ -67,23 +74,26 @@ impl Summary {
             for address in &target.addresses {
                 match address.probe.as_ref().map(|p| p.state) {
                     Some(ProbeState::Open) => summary.open += 1,
+                    Some(ProbeState::Error) => summary.errors += 1,
                     Some(_) => summary.not_open += 1,
                     None => {}
                 }
             }
             // The audit already counted each finding per target.
-            summary.blocked += target.counts.blocked;
-            summary.missing += target.counts.missing;
-            summary.undeclared += target.counts.undeclared;
-            summary.stale += target.counts.stale;
-            summary.findings += target.counts.findings();
+            summary.findings.add(&target.counts.findings);
         }
+        summary.findings_total = summary.findings.total();
         summary
     }
 
-    /// Whether `check` should exit 0: no findings, no failed source, nothing empty.
+    /// Whether `check` should exit 0: no findings, no failed source or probe, nothing empty. An
+    /// address this host could not probe is not known to be fine.
     pub fn is_clean(&self) -> bool {
-        self.findings == 0 && self.failed_sources == 0 && self.empty_targets == 0 && self.uncovered_prefix_parts == 0
+        self.findings_total == 0
+            && self.errors == 0
+            && self.failed_sources == 0
+            && self.empty_targets == 0
+            && self.uncovered_prefix_parts == 0
     }
 }
 
@@ -115,11 +125,7 @@ fn row(address: &AddressReport) -> [String; 10] {
             p.state.as_label().to_string(),
             format!("{:.0}ms", p.duration.as_secs_f64() * 1000.0),
             p.attempts.to_string(),
-            if p.state == ProbeState::Open {
-                p.detail.clone()
-            } else {
-                format!("{}: {}", p.state.meaning(), p.detail)
-            },
+            p.describe(),
         ),
         None => ("-".into(), "-".into(), "-".into(), "not probed".into()),
     };
@@ -149,7 +155,7 @@ fn warnings(report: &Report, out: &mut String) {
                 out,
                 "warning: {} {} failed, keeping its last good set: {}",
                 target.target,
-                source.url.as_deref().unwrap_or(source.source),
+                source.name(),
                 source.last_error.as_deref().unwrap_or("unknown error")
             );
         }
@@ -167,7 +173,7 @@ fn warnings(report: &Report, out: &mut String) {
             if prefix.uncovered.is_empty() {
                 out.push('\n');
             } else {
-                let parts: Vec<String> = prefix.uncovered.iter().map(crate::whitelist::prefix_label).collect();
+                let parts: Vec<String> = prefix.uncovered.iter().map(prefix_label).collect();
                 let _ = writeln!(out, ": not whitelisted: {}", parts.join(", "));
             }
         }
@@ -227,25 +233,24 @@ pub fn table(report: &Report) -> String {
     let s = Summary::of(report);
     let _ = write!(
         out,
-        "summary: {} addresses of {} target{}: {} open, {} not open; findings: {}",
+        "summary: {} addresses of {} target{}: {} open, {} not open",
         s.addresses,
         s.targets,
         if s.targets == 1 { "" } else { "s" },
         s.open,
         s.not_open,
-        s.findings
     );
-    if s.findings > 0 {
-        let parts: Vec<String> = [
-            ("blocked", s.blocked),
-            ("missing", s.missing),
-            ("undeclared", s.undeclared),
-            ("stale", s.stale),
-        ]
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(label, n)| format!("{n} {label}"))
-        .collect();
+    if s.errors > 0 {
+        let _ = write!(out, ", {} not probed (error on this host)", s.errors);
+    }
+    let _ = write!(out, "; findings: {}", s.findings_total);
+    if s.findings_total > 0 {
+        let parts: Vec<String> = s
+            .findings
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(finding, n)| format!("{n} {}", finding.as_label()))
+            .collect();
         let _ = write!(out, " ({})", parts.join(", "));
     }
     if s.unprobed_prefixes > 0 || s.uncovered_prefix_parts > 0 {

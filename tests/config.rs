@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use whitelist_audit::config::{self, CheckKind, ResolverSpec};
-use whitelist_audit::whitelist::PrefixIndex;
+use whitelist_audit::prefix::PrefixIndex;
 
 const INVALID: &[(&str, &str)] = &[
     (

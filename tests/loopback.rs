@@ -2,6 +2,7 @@
 //! needed. Each peer is a listener on 127.0.0.x that behaves one way (a real SSH server's
 //! greeting, garbage, silence, a flood) and reports what it saw.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use whitelist_audit::config::CheckKind;
-use whitelist_audit::probe::{self, ProbeSpec, ProbeState};
+use whitelist_audit::core::outcome::{ProbeResult, ProbeState};
+use whitelist_audit::probe::ssh::Identification;
+use whitelist_audit::probe::{self, Os, ProbeSpec};
 
 const BIN: &str = env!("CARGO_BIN_EXE_whitelist-audit");
 
@@ -56,11 +59,11 @@ fn spec(check: CheckKind, timeout_ms: u64, attempts: u32, retry_ms: u64) -> Prob
     }
 }
 
-async fn probe_at(address: SocketAddr, mut spec: ProbeSpec) -> probe::ProbeResult {
+async fn probe_at(address: SocketAddr, mut spec: ProbeSpec) -> ProbeResult {
     spec.port = address.port();
     let slots = Semaphore::new(4);
     let global = Semaphore::new(16);
-    probe::probe(address.ip(), spec, &slots, &global).await
+    probe::probe(&Os, address.ip(), spec, &slots, &global).await
 }
 
 #[tokio::test]
@@ -74,7 +77,8 @@ async fn an_ssh_server_is_open_and_hears_our_identification() {
     });
     let result = probe_at(server, spec(CheckKind::Ssh, 2000, 3, 100)).await;
     assert_eq!(result.state, ProbeState::Open, "{}", result.detail);
-    assert_eq!(result.software.as_deref(), Some("OpenSSH_9.6p1"));
+    let identification = result.evidence_as::<Identification>().expect("SSH evidence");
+    assert_eq!(identification.software, "OpenSSH_9.6p1");
     assert_eq!(result.attempts, 1);
     // The server thread records our line after we close; give it a bounded moment.
     for _ in 0..50 {
@@ -186,7 +190,7 @@ async fn probes_of_one_target_never_exceed_its_concurrency_limit() {
         let (target_slots, global) = (Arc::clone(&target_slots), Arc::clone(&global));
         let mut spec = spec(CheckKind::Ssh, 5000, 1, 0);
         spec.port = server.port();
-        tasks.spawn(async move { probe::probe(server.ip(), spec, &target_slots, &global).await });
+        tasks.spawn(async move { probe::probe(&Os, server.ip(), spec, &target_slots, &global).await });
     }
     while let Some(result) = tasks.join_next().await {
         assert_eq!(result.unwrap().state, ProbeState::Open);
@@ -431,13 +435,33 @@ fn check_host_resolves_and_probes_every_address() {
     assert!(ips.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{report}");
     for address in report["addresses"].as_array().unwrap() {
         assert_eq!(address["whitelisted"], serde_json::Value::Null, "no whitelist declared");
-        if address["probe"]["state"] == "open" {
-            assert_eq!(address["finding"], serde_json::Value::Null);
+        let ip: IpAddr = address["ip"].as_str().unwrap().parse().unwrap();
+        if ip.is_ipv4() || ipv6 {
+            assert_eq!(address["probe"]["state"], "open", "{ip}: {report}");
+            assert_eq!(address["finding"], serde_json::Value::Null, "{ip}: {report}");
+            assert!(
+                address["probe"]["software"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("OpenSSH_")),
+                "{ip}: {report}"
+            );
+        } else {
+            // localhost resolves to ::1 on a host without IPv6: that is this host's limit, not a
+            // firewall's verdict.
+            assert_eq!(address["probe"]["state"], "error", "{ip}: {report}");
+            assert_eq!(address["finding"], serde_json::Value::Null, "{ip}: {report}");
         }
     }
-    if ips.len() == 1 || ipv6 {
-        assert_eq!(out.status.code(), Some(0), "{report}");
-    }
+    let exit = if ips.len() == 1 || ipv6 {
+        "clean: 0"
+    } else {
+        "::1 not probed: 1"
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(exit[exit.len() - 1..].parse().unwrap()),
+        "{exit}: {report}"
+    );
 }
 
 #[test]
@@ -488,4 +512,53 @@ fn serve_spreads_probes_across_the_interval_and_stops_on_sigterm() {
         thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn running_out_of_file_descriptors_is_this_hosts_error_not_a_firewall_verdict() {
+    // A listener that completes handshakes (its backlog) but never speaks: each SSH probe holds its
+    // socket for the whole timeout. 48 probes at once against `ulimit -n 16` must run out.
+    let tarpit = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tarpit.local_addr().unwrap().port();
+    let dir = tempdir("emfile");
+    let mut targets = String::new();
+    for n in 0..48 {
+        writeln!(targets, "  - {{name: t{n}, port: {port}, static: [127.0.0.1]}}").unwrap();
+    }
+    let yaml = format!("global: {{timeout: 2s, attempts: 1, concurrency: 48, state_dir: state}}\ntargets:\n{targets}");
+    let config = dir.join("emfile.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -n 16 && exec "$0" check --config.file "$1" --output json"#)
+        .arg(BIN)
+        .arg(&config)
+        .output()
+        .unwrap();
+    drop(tarpit);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let addresses = report["addresses"].as_array().unwrap();
+    assert_eq!(addresses.len(), 48);
+    let mut errors = 0;
+    for address in addresses {
+        let probe = &address["probe"];
+        match probe["state"].as_str().unwrap() {
+            "error" => {
+                errors += 1;
+                assert_eq!(probe["error_reason"], "fd_exhausted", "{address}");
+                assert_eq!(address["finding"], serde_json::Value::Null, "never blocked: {address}");
+            }
+            // The probes that got a descriptor met the silent listener.
+            "protocol_error" => assert_eq!(address["finding"], "blocked", "{address}"),
+            other => panic!("{other}: a lack of descriptors became a network verdict: {address}"),
+        }
+    }
+    assert!(errors > 0, "the limit was never reached: {report}");
+    assert_eq!(report["summary"]["errors"], errors);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an address that could not be probed is not clean"
+    );
 }

@@ -17,9 +17,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ipnet::IpNet;
 use whitelist_audit::app::{self, Shared};
-use whitelist_audit::audit::Finding;
 use whitelist_audit::config::{self, Config, PublishedSource};
-use whitelist_audit::discovery::published::{self, Reason};
+use whitelist_audit::core::finding::Finding;
+use whitelist_audit::core::list;
+use whitelist_audit::core::outcome::ProbeState;
+use whitelist_audit::core::source::{Reason, SourceKind};
+use whitelist_audit::discovery::{Discovery, published};
+use whitelist_audit::probe::Os;
 
 // ------------------------------------------------------------------ helpers
 
@@ -56,10 +60,7 @@ fn source(dir: &Path, entry: &str) -> PublishedSource {
 
 /// The set a fixture yields through `source`.
 fn parse_fixture(source: &PublishedSource, name: &str) -> BTreeSet<IpNet> {
-    published::parse(source, &fixture(name), None)
-        .unwrap()
-        .into_iter()
-        .collect()
+    list::parse(source, &fixture(name), None).unwrap().into_iter().collect()
 }
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -125,12 +126,12 @@ fn real_world_shapes_parse_with_their_selectors() {
 fn garbage_is_a_parse_failure_that_says_where() {
     let dir = tempdir("garbage");
     let text = source(&dir, "{url: \"http://127.0.0.1:9/ips.txt\"}");
-    let failure = published::parse(&text, b"192.0.2.1\nsftp.example.com\n", None).unwrap_err();
+    let failure = list::parse(&text, b"192.0.2.1\nsftp.example.com\n", None).unwrap_err();
     assert_eq!(
         (failure.reason, failure.message.as_str()),
         (Reason::Parse, "line 2: `sftp.example.com` is not an address or CIDR")
     );
-    let html = published::parse(
+    let html = list::parse(
         &text,
         b"<!DOCTYPE html>\n<html><body>Maintenance</body></html>",
         Some("text/html"),
@@ -143,10 +144,10 @@ fn garbage_is_a_parse_failure_that_says_where() {
         &dir,
         "{url: \"http://127.0.0.1:9/x.json\", format: json, select: '$.prefixes[*]'}",
     );
-    let wrong = published::parse(&json, br#"{"prefixes": [{"ip_prefix": "192.0.2.0/24"}]}"#, None).unwrap_err();
+    let wrong = list::parse(&json, br#"{"prefixes": [{"ip_prefix": "192.0.2.0/24"}]}"#, None).unwrap_err();
     assert!(wrong.message.starts_with("`select` matched {"), "{}", wrong.message);
     assert_eq!(
-        published::parse(&json, b"{\"prefixes\": [", None).unwrap_err().reason,
+        list::parse(&json, b"{\"prefixes\": [", None).unwrap_err().reason,
         Reason::Parse
     );
 }
@@ -157,20 +158,18 @@ fn acceptance_refuses_everything_too_many_and_a_sudden_nothing() {
     let list = source(&dir, "{url: \"http://127.0.0.1:9/ips.txt\", max_addresses: 600}");
     let prefixes = |l: &[&str]| l.iter().map(|s| s.parse::<IpNet>().unwrap()).collect::<Vec<_>>();
     assert_eq!(
-        published::accept(&list, 256, prefixes(&["0.0.0.0/0"]), 0)
+        list::accept(&list, 256, prefixes(&["0.0.0.0/0"]), 0)
             .unwrap_err()
             .reason,
         Reason::TooBroad
     );
     assert_eq!(
-        published::accept(&list, 256, prefixes(&["::/0"]), 0)
-            .unwrap_err()
-            .reason,
+        list::accept(&list, 256, prefixes(&["::/0"]), 0).unwrap_err().reason,
         Reason::TooBroad
     );
     // Three /24s are 768 addresses to probe: over 600. A /16 is audited, not probed: it counts one.
     assert_eq!(
-        published::accept(
+        list::accept(
             &list,
             256,
             prefixes(&["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]),
@@ -181,16 +180,16 @@ fn acceptance_refuses_everything_too_many_and_a_sudden_nothing() {
         Reason::TooMany
     );
     assert_eq!(
-        published::accept(&list, 256, prefixes(&["192.0.2.0/24", "198.18.0.0/16"]), 0)
+        list::accept(&list, 256, prefixes(&["192.0.2.0/24", "198.18.0.0/16"]), 0)
             .unwrap()
             .len(),
         2
     );
-    let empty = published::accept(&list, 256, Vec::new(), 5).unwrap_err();
+    let empty = list::accept(&list, 256, Vec::new(), 5).unwrap_err();
     assert_eq!(empty.reason, Reason::Empty);
     assert!(empty.message.contains("the last good one had 5"), "{}", empty.message);
     let allowed = source(&dir, "{url: \"http://127.0.0.1:9/ips.txt\", allow_empty: true}");
-    assert!(published::accept(&allowed, 256, Vec::new(), 5).unwrap().is_empty());
+    assert!(list::accept(&allowed, 256, Vec::new(), 5).unwrap().is_empty());
 }
 
 #[test]
@@ -355,16 +354,27 @@ fn list_config(dir: &Path, site: SocketAddr, extra: &str) -> Config {
 /// The list's set, status and failure counts, as the report shows them.
 fn list_view(shared: &Shared, list: usize) -> (BTreeSet<IpNet>, Option<bool>, Vec<(String, u64)>) {
     shared.with_state(|s| {
-        let state = &s.targets[0].lists[list];
+        let prefixes = s.targets[0]
+            .sources
+            .iter()
+            .filter_map(|source| source.prefixes())
+            .nth(list)
+            .unwrap()
+            .clone();
         let report = s.report();
         let source = report.targets[0]
             .sources
             .iter()
-            .filter(|s| s.source == "published")
+            .filter(|s| s.source == SourceKind::Published)
             .nth(list)
             .unwrap()
             .clone();
-        (state.prefixes.clone(), source.up, source.failures)
+        let failures = source
+            .failures
+            .iter()
+            .map(|(reason, n)| (reason.as_label().to_string(), *n))
+            .collect();
+        (prefixes, source.up, failures)
     })
 }
 
@@ -378,7 +388,7 @@ async fn a_list_survives_every_kind_of_failure_with_its_last_good_set() {
     let (address, site) = vendor_site().await;
     let config = Arc::new(list_config(&dir, address, ""));
     let shared = Shared::new(Arc::clone(&config));
-    let client = published::client();
+    let client = Discovery::new();
     let good = nets(&["192.0.2.10/32", "192.0.2.11/32", "198.51.100.32/30"]);
 
     app::refresh(&shared, &client, false).await;
@@ -440,7 +450,7 @@ async fn redirects_are_bounded() {
         ),
     ));
     let shared = Shared::new(config);
-    app::refresh(&shared, &published::client(), false).await;
+    app::refresh(&shared, &Discovery::new(), false).await;
     let (_, up, failures) = list_view(&shared, 0);
     assert_eq!(up, Some(false));
     assert_eq!(failures, vec![("redirect".to_string(), 1)]);
@@ -452,7 +462,7 @@ async fn a_restart_while_the_vendor_is_down_keeps_the_last_good_set() {
     let (address, site) = vendor_site().await;
     let config = Arc::new(list_config(&dir, address, ""));
     let first = Shared::new(Arc::clone(&config));
-    app::refresh(&first, &published::client(), false).await;
+    app::refresh(&first, &Discovery::new(), false).await;
     let good = list_view(&first, 0).0;
     let file = published::state_file(
         &config.global.state_dir,
@@ -465,25 +475,25 @@ async fn a_restart_while_the_vendor_is_down_keeps_the_last_good_set() {
     // Restart: the site is down.
     set(&site, Mode::Status(503));
     let second = Shared::new(Arc::clone(&config));
-    app::restore(&second);
+    app::restore(&second, &Discovery::new());
     assert_eq!(list_view(&second, 0).0, good, "restored before any refresh");
-    app::refresh(&second, &published::client(), false).await;
+    app::refresh(&second, &Discovery::new(), false).await;
     let (prefixes, up, failures) = list_view(&second, 0);
     assert_eq!((prefixes, up), (good, Some(false)));
     assert_eq!(failures, vec![("http_status".to_string(), 1)]);
-    let last_success = second.with_state(|s| s.targets[0].lists[0].status.last_success);
+    let last_success = second.with_state(|s| s.report().targets[0].sources[0].last_success);
     assert!(last_success.is_some(), "the restored set keeps the time it was fetched");
 
     // A corrupt state file is reported and ignored, never fatal.
     std::fs::write(&file, b"{\"version\": 1, \"prefixes\": [\"not a pre").unwrap();
     let third = Shared::new(Arc::clone(&config));
-    app::restore(&third);
+    app::restore(&third, &Discovery::new());
     let (prefixes, _, failures) = list_view(&third, 0);
     assert!(prefixes.is_empty());
     assert_eq!(failures, vec![("state_corrupt".to_string(), 1)]);
     // The vendor is back: the list recovers, and a good state file replaces the corrupt one.
     set(&site, Mode::Serve("192.0.2.10\n"));
-    app::refresh(&third, &published::client(), false).await;
+    app::refresh(&third, &Discovery::new(), false).await;
     assert_eq!(list_view(&third, 0).0, nets(&["192.0.2.10/32"]));
     assert!(published::load(&file).unwrap().is_some());
 }
@@ -513,14 +523,14 @@ async fn a_target_audited_from_its_published_list_alone() {
             "global:\n  timeout: 1s\n  attempts: 1\n  whitelist: wl.yml\n  state_dir: state\ntargets:\n  - name: vendor\n    port: 1\n    published:\n      - url: http://{site}/sftp.json\n        format: json\n        select: '$.sftp.*[*]'\n"
         ),
     );
-    let report = app::check_once(config).await;
-    let target = &report.targets[0];
+    let snapshot = app::check_once(config, Arc::new(Os)).await;
+    let target = &snapshot.report.targets[0];
     let ips: Vec<String> = target.addresses.iter().map(|a| a.ip.to_string()).collect();
     assert_eq!(ips, ["127.0.0.40", "127.0.0.41", "127.0.0.42", "127.0.0.43", "::1"]);
     for address in &target.addresses {
         assert_eq!(
             address.probe.as_ref().unwrap().state,
-            whitelist_audit::probe::ProbeState::Refused,
+            ProbeState::Refused,
             "port 1 is closed"
         );
     }
@@ -551,8 +561,8 @@ async fn a_target_audited_from_its_published_list_alone() {
         &dir,
         &std::fs::read_to_string(dir.join("config.yml")).unwrap(),
     )));
-    app::refresh(&shared, &published::client(), false).await;
-    let text = whitelist_audit::metrics::render(&whitelist_audit::metrics::registry(Arc::clone(&shared)));
+    app::refresh(&shared, &Discovery::new(), false).await;
+    let text = whitelist_audit::metrics::render(&whitelist_audit::metrics::registry(shared.subscribe()));
     let url = format!("http://{site}/sftp.json");
     assert!(
         text.contains(&format!(
@@ -605,7 +615,7 @@ async fn each_format_over_each_transport() {
         ),
     );
     let shared = Shared::new(Arc::new(config));
-    app::refresh(&shared, &published::client(), false).await;
+    app::refresh(&shared, &Discovery::new(), false).await;
     assert_eq!(
         list_view(&shared, 0).0,
         nets(&["192.0.2.20/32", "2001:db8:5f7::20/128"])

@@ -5,6 +5,7 @@
 pub mod defaults;
 pub mod published;
 pub mod raw;
+pub mod whitelist;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
@@ -20,7 +21,8 @@ pub use raw::RawConfig;
 use raw::{AddressFamily, RawAllow, RawTarget, RawWhitelist};
 pub use raw::{CheckKind, ListFormat, ResolverSpec};
 
-use crate::whitelist::{Entry, PrefixIndex, Whitelist};
+use crate::prefix::PrefixIndex;
+use whitelist::{Entry, Whitelist};
 
 /// A refused configuration or whitelist file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -92,14 +92,85 @@ pub struct RawAllow {
     pub comment: Option<String>,
 }
 
-/// What a target's probe checks on top of the TCP handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+/// What a target's probe checks on top of the TCP handshake: the list of probe kinds. A new kind
+/// is a variant here with its row in [`CheckKind::ALL`], and its arm in `probe::attempt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// TCP connect, then a valid SSH identification line from the server.
     Ssh,
     /// TCP connect only.
     Tcp,
+}
+
+/// One probe kind: its `check:` value, its description and the info metric it exports.
+#[derive(Debug, Clone, Copy)]
+pub struct KindRow {
+    pub kind: CheckKind,
+    pub label: &'static str,
+    pub help: &'static str,
+    /// The info metric family (name, help) the kind's evidence fills, if any.
+    pub info_family: Option<(&'static str, &'static str)>,
+}
+
+impl CheckKind {
+    /// Every kind.
+    pub const ALL: [KindRow; 2] = [
+        KindRow {
+            kind: Self::Ssh,
+            label: "ssh",
+            help: "TCP connect, then the server's SSH identification line",
+            info_family: Some((
+                "whitelist_audit_ssh_info",
+                "1; software from the server's SSH identification line.",
+            )),
+        },
+        KindRow {
+            kind: Self::Tcp,
+            label: "tcp",
+            help: "TCP connect only",
+            info_family: None,
+        },
+    ];
+
+    fn row(self) -> &'static KindRow {
+        Self::ALL
+            .iter()
+            .find(|row| row.kind == self)
+            .expect("every kind has a row in CheckKind::ALL")
+    }
+
+    /// The `check:` value.
+    pub fn as_label(self) -> &'static str {
+        self.row().label
+    }
+
+    /// Parses a `check:` value.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|row| row.label == text)
+            .map(|row| row.kind)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|row| row.label).collect();
+                format!("unknown check `{text}`: use one of {}", known.join(", "))
+            })
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::CheckKind;
+
+    #[test]
+    fn every_kind_has_one_row_and_round_trips() {
+        for row in CheckKind::ALL {
+            assert_eq!(CheckKind::parse(row.label), Ok(row.kind));
+            assert_eq!(row.kind.as_label(), row.label);
+            let yaml: CheckKind = serde_saphyr::from_str(row.label).unwrap();
+            assert_eq!(yaml, row.kind, "the config key and the label agree");
+        }
+    }
 }
 
 /// Which DNS record types a target asks for.

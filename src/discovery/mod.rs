@@ -1,64 +1,77 @@
-//! Where a target's published addresses come from: DNS and the static list. Each source keeps its
-//! last good set when a refresh fails, and says so in its status.
+//! Where a target's addresses come from, behind one interface: [`Discovery::refresh`] asks a
+//! source and returns an [`Update`] (addresses, a list, or a typed failure) for the state to
+//! apply. DNS (`dns.rs`) and published lists (`published.rs`) touch the network; static addresses
+//! come from the configuration and never refresh. Each source keeps what it needs across restarts
+//! itself (published lists: their last good set on disk).
 
 pub mod dns;
 pub mod published;
 
-use std::time::SystemTime;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use serde::Serialize;
+use ipnet::IpNet;
 
-/// Health of one source of one target.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourceStatus {
-    /// Whether the last refresh succeeded; `None` before the first one.
-    pub up: Option<bool>,
-    pub last_success: Option<SystemTime>,
-    /// Why the last refresh failed, when it did.
-    pub last_error: Option<String>,
+use crate::config::Config;
+use crate::core::list::Validators;
+use crate::core::state::{SourceId, SourceSpec, Update};
+
+/// What the sources need to reach the network and the disk.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    client: reqwest::Client,
 }
 
-impl SourceStatus {
-    /// Records a successful refresh.
-    pub fn succeeded(&mut self, now: SystemTime) {
-        self.up = Some(true);
-        self.last_success = Some(now);
-        self.last_error = None;
-    }
-
-    /// Records a failed refresh; the source's data stays as it was.
-    pub fn failed(&mut self, error: String) {
-        self.up = Some(false);
-        self.last_error = Some(error);
+impl Default for Discovery {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-/// One source of one target, as reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SourceReport {
-    /// `dns`, `static` or `published`.
-    pub source: &'static str,
-    /// For `published`: the list's URL, without credentials.
-    pub url: Option<String>,
-    pub up: Option<bool>,
-    pub addresses: usize,
-    #[serde(serialize_with = "as_unix_seconds")]
-    pub last_success: Option<SystemTime>,
-    pub last_error: Option<String>,
-    /// Failed refreshes since start, by reason.
-    pub failures: Vec<(String, u64)>,
-}
-
-#[allow(clippy::ref_option)] // serde's `serialize_with` hands us `&Option<T>`
-fn as_unix_seconds<S: serde::Serializer>(time: &Option<SystemTime>, serializer: S) -> Result<S::Ok, S::Error> {
-    match time {
-        Some(t) => serializer.serialize_some(&unix_seconds(*t)),
-        None => serializer.serialize_none(),
+impl Discovery {
+    /// Sources with a fresh HTTP client for lists.
+    pub fn new() -> Self {
+        Self {
+            client: published::client(),
+        }
     }
-}
 
-/// Seconds since the Unix epoch, as Prometheus timestamps are.
-pub fn unix_seconds(time: SystemTime) -> f64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    /// Asks one source; `validators` are the list's last ones, for a conditional request.
+    pub async fn refresh(&self, config: Arc<Config>, id: SourceId, spec: SourceSpec, validators: Validators) -> Update {
+        let target = &config.targets[id.target.0];
+        match spec {
+            SourceSpec::Dns => match dns::resolve(target, config.global.timeout).await {
+                Ok(answers) => Update::Answers(answers),
+                Err(failure) => Update::Failed(failure),
+            },
+            // The configuration is the static source: nothing to ask.
+            SourceSpec::Static => Update::NotModified,
+            SourceSpec::Published(list) => published::refresh(&self.client, &target.published[list], &validators).await,
+        }
+    }
+
+    /// What a source kept from an earlier run, read once at start: `None` when it keeps nothing.
+    pub fn restore(&self, config: &Config, id: SourceId, spec: SourceSpec) -> Option<Update> {
+        let target = &config.targets[id.target.0];
+        match spec {
+            SourceSpec::Published(list) => {
+                published::restore(&config.global.state_dir, &target.name, &target.published[list])
+            }
+            SourceSpec::Dns | SourceSpec::Static => None,
+        }
+    }
+
+    /// Tells a source that the state took a new set from it, so it can keep it.
+    pub fn accepted(&self, config: &Config, id: SourceId, spec: SourceSpec, set: &(BTreeSet<IpNet>, Validators)) {
+        if let SourceSpec::Published(list) = spec {
+            let target = &config.targets[id.target.0];
+            published::persist(
+                &config.global.state_dir,
+                &target.name,
+                &target.published[list],
+                &set.0,
+                &set.1,
+            );
+        }
+    }
 }

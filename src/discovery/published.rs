@@ -1,10 +1,9 @@
 //! Published lists: the vendor's own list of addresses, fetched over HTTP(S) or read from a file.
-//! Parsing and acceptance are pure; fetching and persistence are the thin shell. A list that fails
-//! in any way keeps its last good set, which is also kept on disk across restarts.
+//! Parsing and acceptance are pure (`core::list`); fetching and persistence are this shell. A list
+//! that fails in any way keeps its last good set, which is also kept on disk across restarts.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -13,65 +12,69 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ListFormat, ListLocation, PublishedSource, defaults};
+use crate::config::{ListLocation, PublishedSource, defaults};
+use crate::core::list::{self, Validators};
+use crate::core::source::{Failure, Reason};
+use crate::core::state::Update;
 
-/// Why a refresh of a list failed: the bounded `reason` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
-    Timeout,
-    Connect,
-    Redirect,
-    HttpStatus,
-    TooLarge,
-    Read,
-    Parse,
-    Empty,
-    TooMany,
-    TooBroad,
-    StateCorrupt,
+/// Fetches and parses `source`: what the state needs to decide.
+pub async fn refresh(client: &reqwest::Client, source: &PublishedSource, validators: &Validators) -> Update {
+    match fetch(client, source, validators).await {
+        Ok(Fetched::NotModified) => Update::NotModified,
+        Ok(Fetched::Body {
+            bytes,
+            content_type,
+            validators,
+        }) => match list::parse(source, &bytes, content_type.as_deref()) {
+            Ok(prefixes) => Update::Fresh { prefixes, validators },
+            Err(failure) => Update::Failed(failure),
+        },
+        Err(failure) => Update::Failed(failure),
+    }
 }
 
-impl Reason {
-    /// The `reason` label value.
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::Connect => "connect",
-            Self::Redirect => "redirect",
-            Self::HttpStatus => "http_status",
-            Self::TooLarge => "too_large",
-            Self::Read => "read",
-            Self::Parse => "parse",
-            Self::Empty => "empty",
-            Self::TooMany => "too_many",
-            Self::TooBroad => "too_broad",
-            Self::StateCorrupt => "state_corrupt",
+/// The last good set of `source` saved in `state_dir`, as an update; `None` when there is none.
+pub fn restore(state_dir: &Path, target: &str, source: &PublishedSource) -> Option<Update> {
+    let path = state_file(state_dir, target, &source.label);
+    match load(&path) {
+        Ok(None) => None,
+        Ok(Some((prefixes, validators, fetched_at))) => {
+            tracing::info!(target_name = %target, url = %source.label, prefixes = prefixes.len(), file = %path.display(), "restored last good set");
+            Some(Update::Restored {
+                prefixes,
+                validators,
+                fetched_at,
+            })
+        }
+        Err(error) => {
+            tracing::warn!(target_name = %target, url = %source.label, %error, "state file is corrupt; ignored");
+            Some(Update::StateCorrupt(error))
         }
     }
 }
 
-/// A failed refresh: the reason label and what happened, in words.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Failure {
-    pub reason: Reason,
-    pub message: String,
-}
-
-impl Failure {
-    fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
+/// Saves a set the state just took, so a restart while the vendor's site is down keeps it.
+pub fn persist(
+    state_dir: &Path,
+    target: &str,
+    source: &PublishedSource,
+    prefixes: &BTreeSet<IpNet>,
+    validators: &Validators,
+) {
+    let saved = Saved {
+        version: 1,
+        target: target.to_string(),
+        url: source.label.clone(),
+        prefixes: prefixes.iter().map(ToString::to_string).collect(),
+        validators: validators.clone(),
+        fetched_at: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let path = state_file(state_dir, target, &source.label);
+    if let Err(error) = save(&path, &saved) {
+        tracing::warn!(file = %path.display(), %error, "cannot save the last good set");
     }
-}
-
-/// What a server said about its copy, for conditional requests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Validators {
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
 }
 
 /// The result of one fetch.
@@ -193,169 +196,6 @@ fn read_file(path: &Path, max_size: u64) -> Result<Fetched, Failure> {
         bytes,
         content_type: None,
         validators: Validators::default(),
-    })
-}
-
-/// Reads the addresses and prefixes out of a list body.
-pub fn parse(source: &PublishedSource, bytes: &[u8], content_type: Option<&str>) -> Result<Vec<IpNet>, Failure> {
-    let text = String::from_utf8_lossy(bytes);
-    let looks_html = content_type.is_some_and(|t| t.contains("html")) || text.trim_start().starts_with('<');
-    if looks_html {
-        let first = text.trim_start().lines().next().unwrap_or_default();
-        return Err(Failure::new(
-            Reason::Parse,
-            format!(
-                "{} sent an HTML page, not a list: {}",
-                source.label,
-                first.chars().take(80).collect::<String>()
-            ),
-        ));
-    }
-    match source.format {
-        ListFormat::Text => parse_text(&text),
-        ListFormat::Json => {
-            let value: serde_json::Value = serde_json::from_slice(bytes)
-                .map_err(|e| Failure::new(Reason::Parse, format!("{}: not valid JSON: {e}", source.label)))?;
-            select(source, &value)
-        }
-        ListFormat::Yaml => {
-            let value: serde_json::Value = serde_saphyr::from_slice(bytes).map_err(|e| {
-                Failure::new(
-                    Reason::Parse,
-                    format!("{}: not valid YAML: {}", source.label, e.without_snippet()),
-                )
-            })?;
-            select(source, &value)
-        }
-    }
-}
-
-fn parse_text(text: &str) -> Result<Vec<IpNet>, Failure> {
-    let mut out = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or_default();
-        for token in line
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|t| !t.is_empty())
-        {
-            let prefix = parse_prefix(token).ok_or_else(|| {
-                Failure::new(
-                    Reason::Parse,
-                    format!("line {}: `{}` is not an address or CIDR", number + 1, shorten(token)),
-                )
-            })?;
-            out.push(prefix);
-        }
-    }
-    Ok(out)
-}
-
-fn select(source: &PublishedSource, value: &serde_json::Value) -> Result<Vec<IpNet>, Failure> {
-    let path = source
-        .select
-        .as_ref()
-        .expect("json and yaml lists always have a selector");
-    path.query(value)
-        .all()
-        .into_iter()
-        .map(|node| {
-            let text = node.as_str().ok_or_else(|| {
-                Failure::new(
-                    Reason::Parse,
-                    format!("`select` matched {}, not an address string", shorten(&node.to_string())),
-                )
-            })?;
-            parse_prefix(text.trim()).ok_or_else(|| {
-                Failure::new(
-                    Reason::Parse,
-                    format!("`select` matched `{}`, which is not an address or CIDR", shorten(text)),
-                )
-            })
-        })
-        .collect()
-}
-
-/// An address (as a host prefix) or a CIDR; host bits are masked, as a firewall would.
-fn parse_prefix(text: &str) -> Option<IpNet> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(IpNet::from(ip));
-    }
-    text.parse::<IpNet>().ok().map(|p| p.trunc())
-}
-
-fn shorten(text: &str) -> String {
-    let mut out: String = text.chars().take(60).collect();
-    if text.chars().count() > 60 {
-        out.push('…');
-    }
-    out
-}
-
-/// Addresses a prefix holds, saturating for the largest IPv6 prefixes.
-pub fn size(prefix: &IpNet) -> u128 {
-    let host_bits = u32::from(prefix.max_prefix_len() - prefix.prefix_len());
-    1u128.checked_shl(host_bits).unwrap_or(u128::MAX)
-}
-
-/// Whether the addresses of `prefix` are probed one by one (else it is audited only).
-pub fn is_probed(prefix: &IpNet, cap: u32) -> bool {
-    size(prefix) <= u128::from(cap)
-}
-
-/// How many addresses `prefixes` make the auditor probe, a prefix too large to probe counting one:
-/// what `max_addresses` bounds and `source_addresses` reports.
-pub fn probe_cost<'a>(prefixes: impl IntoIterator<Item = &'a IpNet>, cap: u32) -> u128 {
-    prefixes
-        .into_iter()
-        .map(|p| if is_probed(p, cap) { size(p) } else { 1 })
-        .sum()
-}
-
-/// Decides whether a parsed list is taken: never everything (`/0`), never more than
-/// `max_addresses` to probe, and never a sudden nothing unless the list allows it.
-pub fn accept(
-    source: &PublishedSource,
-    cap: u32,
-    parsed: Vec<IpNet>,
-    last_good: usize,
-) -> Result<BTreeSet<IpNet>, Failure> {
-    if let Some(everything) = parsed.iter().find(|p| p.prefix_len() == 0) {
-        return Err(Failure::new(
-            Reason::TooBroad,
-            format!("the list publishes {everything}, every address: refused"),
-        ));
-    }
-    let set: BTreeSet<IpNet> = parsed.into_iter().collect();
-    let to_probe = probe_cost(&set, cap);
-    if to_probe > u128::from(source.max_addresses) {
-        return Err(Failure::new(
-            Reason::TooMany,
-            format!(
-                "the list holds {to_probe} addresses to probe, more than max_addresses ({})",
-                source.max_addresses
-            ),
-        ));
-    }
-    if set.is_empty() && !source.allow_empty {
-        let had = if last_good > 0 {
-            format!(" (the last good one had {last_good})")
-        } else {
-            String::new()
-        };
-        return Err(Failure::new(
-            Reason::Empty,
-            format!("the list yields no address{had}: refused; set allow_empty: true if the vendor may publish none"),
-        ));
-    }
-    Ok(set)
-}
-
-/// Every address of a prefix small enough to probe.
-pub fn addresses(prefix: &IpNet) -> impl Iterator<Item = IpAddr> + '_ {
-    let count = size(prefix);
-    (0..count).map(move |offset| match prefix.network() {
-        IpAddr::V4(base) => IpAddr::V4((u32::from(base) + u32::try_from(offset).expect("bounded by the cap")).into()),
-        IpAddr::V6(base) => IpAddr::V6((u128::from(base) + offset).into()),
     })
 }
 

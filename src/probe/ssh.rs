@@ -1,5 +1,17 @@
-//! The SSH identification line (RFC 4253 section 4.2): the only part of SSH the audit speaks.
+//! `check: ssh`: the exchange of identification lines (RFC 4253 section 4.2) on a connected
+//! stream. The connection is closed as soon as the verdict is known, so the server spends as
+//! little on us as it can (an SSH server limits unauthenticated connections with `MaxStartups`).
 //! Parsing is pure so each case of a real server, a proxy or garbage gets a unit test.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::config::defaults;
+use crate::core::outcome::{Attempt, Evidence, InfoSeries, ProbeState};
 
 /// A server's identification line, e.g. `SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +22,94 @@ pub struct Identification {
     pub software: String,
     /// Text after the first space, if any.
     pub comments: Option<String>,
+}
+
+impl Evidence for Identification {
+    fn summary(&self) -> String {
+        format!("SSH-{}-{}", self.protocol, self.software)
+    }
+
+    fn json_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+        vec![
+            ("software", self.software.clone().into()),
+            ("ssh_protocol", self.protocol.clone().into()),
+            ("ssh_comments", self.comments.clone().into()),
+        ]
+    }
+
+    fn info(&self) -> Option<InfoSeries> {
+        Some(InfoSeries {
+            family: "whitelist_audit_ssh_info",
+            help: "1; software from the server's SSH identification line.",
+            // Software versions are few per pool; the cap guards against a server sending noise.
+            labels: vec![("software", self.software.chars().take(64).collect())],
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Sends our identification line and reads the server's, by `deadline`, reading at most
+/// `MAX_BANNER_BYTES`.
+pub async fn identify<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, deadline: Instant) -> Attempt {
+    let failed = |detail: String| Attempt::ended(ProbeState::ProtocolError, Duration::ZERO, detail);
+    // A write error shows up again as a read error below, with a better message.
+    let _ = tokio::time::timeout_at(deadline, stream.write_all(client_identification().as_bytes())).await;
+    let max = defaults::MAX_BANNER_BYTES;
+    let mut received: Vec<u8> = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let read = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => {
+                return failed(if received.is_empty() {
+                    "TCP connected, but nothing was received before the timeout".to_string()
+                } else {
+                    format!(
+                        "no SSH identification line before the timeout; first line: {}",
+                        first_line(&received)
+                    )
+                });
+            }
+            Ok(Err(err)) => {
+                return failed(if received.is_empty() {
+                    format!("TCP connected, then {err} before an SSH identification line")
+                } else {
+                    // What the peer said before hanging up is the best clue to what it is.
+                    format!(
+                        "{err} before an SSH identification line; first line: {}",
+                        first_line(&received)
+                    )
+                });
+            }
+            Ok(Ok(0)) => {
+                return failed(if received.is_empty() {
+                    "TCP connected, then closed by the peer without a byte (MaxStartups, or a proxy refusing)"
+                        .to_string()
+                } else {
+                    format!(
+                        "closed by the peer before an SSH identification line; first line: {}",
+                        first_line(&received)
+                    )
+                });
+            }
+            Ok(Ok(n)) => n,
+        };
+        let room = max.saturating_sub(received.len());
+        received.extend_from_slice(&chunk[..read.min(room)]);
+        match scan(&received, max) {
+            Scan::NeedMore => {}
+            Scan::NotSsh(reason) => return failed(reason),
+            Scan::Found(identification) => {
+                let evidence = Arc::new(identification);
+                return Attempt {
+                    evidence: Some(evidence.clone()),
+                    ..Attempt::ended(ProbeState::Open, Duration::ZERO, evidence.summary())
+                };
+            }
+        }
+    }
 }
 
 /// What the bytes received so far say.

@@ -1,121 +1,83 @@
-//! One attempt: a TCP connect and, for `check: ssh`, the exchange of identification lines. The
-//! connection is closed as soon as the verdict is known, so the server spends as little on us as
-//! it can (an SSH server limits unauthenticated connections with `MaxStartups`).
+//! The TCP handshake: every kind starts here. `check: tcp` stops once it completes. A failed
+//! connect is classified from its errno: the network's verdicts (reset, no answer, ICMP
+//! unreachable) apart from this host's own faults, which are never reported as the network's.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::ssh::{self, Scan};
-use super::{Attempt, ProbeState};
-use crate::config::{CheckKind, defaults};
+use super::Network;
+use crate::core::outcome::{Attempt, LocalFault, ProbeState};
 
-/// Makes one attempt at `address` within `timeout` (connect and identification together).
-pub async fn attempt(address: SocketAddr, check: CheckKind, timeout: Duration) -> Attempt {
-    let start = Instant::now();
-    let deadline = start + timeout;
-    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
-        Err(_) => {
-            return finish(
-                start,
-                ProbeState::Timeout,
-                format!("no SYN-ACK within {}", humantime::format_duration(timeout)),
-            );
-        }
-        Ok(Err(err)) => return finish(start, classify_connect_error(&err), format!("connect: {err}")),
-        Ok(Ok(stream)) => stream,
-    };
-    match check {
-        CheckKind::Tcp => finish(start, ProbeState::Open, "TCP handshake completed".into()),
-        CheckKind::Ssh => identify(stream, start, deadline).await,
+/// Connects to `address` by `deadline`; a failure is the attempt's end.
+pub async fn connect<N: Network>(
+    network: &N,
+    address: SocketAddr,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<N::Stream, Attempt> {
+    match tokio::time::timeout_at(deadline, network.connect(address)).await {
+        Err(_) => Err(Attempt::ended(
+            ProbeState::Timeout,
+            Duration::ZERO,
+            format!("no SYN-ACK within {}", humantime::format_duration(timeout)),
+        )),
+        Ok(Err(err)) => Err(match classify_connect_error(&err) {
+            Ok(state) => Attempt::ended(state, Duration::ZERO, format!("connect: {err}")),
+            Err(fault) => Attempt::fault(fault, Duration::ZERO, format!("connect: {err}")),
+        }),
+        Ok(Ok(stream)) => Ok(stream),
     }
 }
 
-fn finish(start: Instant, state: ProbeState, detail: String) -> Attempt {
-    Attempt {
-        state,
-        duration: start.elapsed(),
-        software: None,
-        detail,
-    }
+/// `check: tcp`: the handshake completed, nothing more is asked.
+pub fn connected() -> Attempt {
+    Attempt::ended(ProbeState::Open, Duration::ZERO, "TCP handshake completed")
 }
 
-async fn identify(mut stream: TcpStream, start: Instant, deadline: Instant) -> Attempt {
-    let _ = stream.set_nodelay(true);
-    // A write error shows up again as a read error below, with a better message.
-    let _ = tokio::time::timeout_at(deadline, stream.write_all(ssh::client_identification().as_bytes())).await;
-    let max = defaults::MAX_BANNER_BYTES;
-    let mut received: Vec<u8> = Vec::with_capacity(256);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let read = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Err(_) => {
-                let detail = if received.is_empty() {
-                    "TCP connected, but nothing was received before the timeout".to_string()
-                } else {
-                    format!(
-                        "no SSH identification line before the timeout; first line: {}",
-                        ssh::first_line(&received)
-                    )
-                };
-                return finish(start, ProbeState::ProtocolError, detail);
-            }
-            Ok(Err(err)) => {
-                let detail = if received.is_empty() {
-                    format!("TCP connected, then {err} before an SSH identification line")
-                } else {
-                    // What the peer said before hanging up is the best clue to what it is.
-                    format!(
-                        "{err} before an SSH identification line; first line: {}",
-                        ssh::first_line(&received)
-                    )
-                };
-                return finish(start, ProbeState::ProtocolError, detail);
-            }
-            Ok(Ok(0)) => {
-                let detail = if received.is_empty() {
-                    "TCP connected, then closed by the peer without a byte (MaxStartups, or a proxy refusing)"
-                        .to_string()
-                } else {
-                    format!(
-                        "closed by the peer before an SSH identification line; first line: {}",
-                        ssh::first_line(&received)
-                    )
-                };
-                return finish(start, ProbeState::ProtocolError, detail);
-            }
-            Ok(Ok(n)) => n,
-        };
-        let room = max.saturating_sub(received.len());
-        received.extend_from_slice(&chunk[..read.min(room)]);
-        match ssh::scan(&received, max) {
-            Scan::NeedMore => {}
-            Scan::NotSsh(reason) => return finish(start, ProbeState::ProtocolError, reason),
-            Scan::Found(identification) => {
-                let duration = start.elapsed();
-                return Attempt {
-                    state: ProbeState::Open,
-                    duration,
-                    detail: format!("SSH-{}-{}", identification.protocol, identification.software),
-                    software: Some(identification.software),
-                };
-            }
-        }
-    }
-}
+// Linux errno values (asm-generic/errno-base.h, errno.h): std exposes no constants for them.
+const EPERM: i32 = 1;
+const ENOMEM: i32 = 12;
+const EACCES: i32 = 13;
+const ENFILE: i32 = 23;
+const EMFILE: i32 = 24;
+const ENETDOWN: i32 = 100;
+const ENETUNREACH: i32 = 101;
+const ECONNABORTED: i32 = 103;
+const ECONNRESET: i32 = 104;
+const ENOBUFS: i32 = 105;
+const EAFNOSUPPORT: i32 = 97;
+const EADDRINUSE: i32 = 98;
+const EADDRNOTAVAIL: i32 = 99;
+const ETIMEDOUT: i32 = 110;
+const ECONNREFUSED: i32 = 111;
+const EHOSTDOWN: i32 = 112;
+const EHOSTUNREACH: i32 = 113;
 
-/// Maps a failed connect to a state. Linux reports a firewall's ICMP admin-prohibited as
-/// EHOSTUNREACH (IPv4) or EACCES (IPv6), and a local netfilter REJECT/DROP as EPERM.
-pub fn classify_connect_error(err: &io::Error) -> ProbeState {
-    use io::ErrorKind as K;
-    match err.kind() {
-        K::ConnectionRefused | K::ConnectionReset | K::ConnectionAborted => ProbeState::Refused,
-        K::TimedOut => ProbeState::Timeout,
-        _ => ProbeState::Unreachable,
+/// Maps a failed connect to the network's verdict, or to this host's fault. Only errnos known to
+/// come from the path are verdicts; anything else is a fault of ours, so an unknown error can
+/// never raise a firewall alert.
+///
+/// Linux reports an ICMP admin-prohibited as EHOSTUNREACH (IPv4) or EACCES (`ICMPv6`), and a
+/// netfilter DROP in this host's own OUTPUT chain as EPERM: all three are a firewall's verdict.
+pub fn classify_connect_error(err: &io::Error) -> Result<ProbeState, LocalFault> {
+    match err.raw_os_error() {
+        Some(ECONNREFUSED | ECONNRESET | ECONNABORTED) => Ok(ProbeState::Refused),
+        Some(ETIMEDOUT) => Ok(ProbeState::Timeout),
+        Some(EHOSTUNREACH | ENETUNREACH | EHOSTDOWN | ENETDOWN | EACCES | EPERM) => Ok(ProbeState::Unreachable),
+        Some(EMFILE | ENFILE) => Err(LocalFault::FdExhausted),
+        Some(ENOBUFS | ENOMEM) => Err(LocalFault::NoBuffers),
+        Some(EADDRNOTAVAIL | EADDRINUSE) => Err(LocalFault::NoLocalAddress),
+        Some(EAFNOSUPPORT) => Err(LocalFault::AddressFamily),
+        Some(_) => Err(LocalFault::Other),
+        // Not from the kernel: an error of the runtime or of a test's network.
+        None => match err.kind() {
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => Ok(ProbeState::Refused),
+            io::ErrorKind::TimedOut => Ok(ProbeState::Timeout),
+            _ => Err(LocalFault::Other),
+        },
     }
 }
 
@@ -123,39 +85,35 @@ pub fn classify_connect_error(err: &io::Error) -> ProbeState {
 mod tests {
     use super::*;
 
-    fn os(code: i32) -> ProbeState {
+    fn os(code: i32) -> Result<ProbeState, LocalFault> {
         classify_connect_error(&io::Error::from_raw_os_error(code))
     }
 
     #[test]
-    fn errno_classification() {
-        // Values from Linux asm-generic/errno.h.
+    fn network_verdicts() {
+        use ProbeState::*;
+        assert_eq!(os(ECONNREFUSED), Ok(Refused), "RST, or ICMP port-unreachable");
+        assert_eq!(os(ECONNRESET), Ok(Refused));
+        assert_eq!(os(ETIMEDOUT), Ok(Timeout), "the kernel gave up on SYN retries");
+        assert_eq!(os(EHOSTUNREACH), Ok(Unreachable), "ICMP host/admin unreachable");
+        assert_eq!(os(ENETUNREACH), Ok(Unreachable), "no route");
+        assert_eq!(os(EACCES), Ok(Unreachable), "ICMPv6 administratively prohibited");
+        assert_eq!(os(EPERM), Ok(Unreachable), "this host's own firewall dropped the SYN");
+    }
+
+    #[test]
+    fn local_faults_are_not_verdicts() {
+        use LocalFault::*;
+        assert_eq!(os(EMFILE), Err(FdExhausted));
+        assert_eq!(os(ENFILE), Err(FdExhausted));
+        assert_eq!(os(ENOBUFS), Err(NoBuffers));
+        assert_eq!(os(EADDRNOTAVAIL), Err(NoLocalAddress), "ephemeral ports exhausted");
+        assert_eq!(os(EAFNOSUPPORT), Err(AddressFamily));
         assert_eq!(
-            os(111),
-            ProbeState::Refused,
-            "ECONNREFUSED: RST, or ICMP port-unreachable"
+            os(22),
+            Err(Other),
+            "EINVAL: unknown errnos are ours, never the firewall's"
         );
-        assert_eq!(os(104), ProbeState::Refused, "ECONNRESET");
-        assert_eq!(
-            os(110),
-            ProbeState::Timeout,
-            "ETIMEDOUT: the kernel gave up on SYN retries"
-        );
-        assert_eq!(
-            os(113),
-            ProbeState::Unreachable,
-            "EHOSTUNREACH: ICMP host/admin unreachable"
-        );
-        assert_eq!(os(101), ProbeState::Unreachable, "ENETUNREACH: no route");
-        assert_eq!(
-            os(13),
-            ProbeState::Unreachable,
-            "EACCES: ICMPv6 administratively prohibited"
-        );
-        assert_eq!(
-            os(1),
-            ProbeState::Unreachable,
-            "EPERM: the local firewall refused the SYN"
-        );
+        assert_eq!(classify_connect_error(&io::Error::other("runtime")), Err(Other));
     }
 }

@@ -4,69 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use serde::Serialize;
 
+use super::finding::{Finding, FindingCounts, classify};
+use super::outcome::{LocalFault, ProbeResult, ProbeState};
+use super::source::SourceReport;
+use crate::config::whitelist::EntryUsage;
 use crate::config::{Config, Target};
-use crate::discovery::SourceReport;
-use ipnet::IpNet;
-
-use crate::probe::{ProbeResult, ProbeState};
-use crate::whitelist::{EntryUsage, PrefixIndex};
-
-/// What is wrong with an address, seen from the whitelist's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Finding {
-    /// Published and whitelisted, but not open: the firewall or the path breaks it.
-    Blocked,
-    /// Published, not whitelisted, and not open: add it to the whitelist.
-    Missing,
-    /// Published and open, though no whitelist entry declares it.
-    Undeclared,
-    /// Declared for this target, but no longer published by the vendor.
-    Stale,
-}
-
-impl Finding {
-    /// Every finding, in the order the metrics list them.
-    pub const ALL: [Self; 4] = [Self::Blocked, Self::Missing, Self::Undeclared, Self::Stale];
-
-    /// The `finding` label value.
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Self::Blocked => "blocked",
-            Self::Missing => "missing",
-            Self::Undeclared => "undeclared",
-            Self::Stale => "stale",
-        }
-    }
-
-    /// What to do about it, for a person reading `check`'s output.
-    pub fn action(self) -> &'static str {
-        match self {
-            Self::Blocked => "whitelisted but not reachable: check the firewall rule and the path",
-            Self::Missing => "published but not whitelisted: add it to the whitelist",
-            Self::Undeclared => "reachable although no whitelist entry declares it",
-            Self::Stale => "whitelisted but no longer published: remove the entry",
-        }
-    }
-}
-
-/// The finding for one address. `covered` is `None` when no whitelist is declared for the target:
-/// then every published address is expected to be open. An address without a probe result yet
-/// gets no finding, except `stale`, which needs none.
-pub fn classify(published: bool, covered: Option<bool>, state: Option<ProbeState>) -> Option<Finding> {
-    if !published {
-        return Some(Finding::Stale);
-    }
-    let open = state? == ProbeState::Open;
-    match (covered.unwrap_or(true), open) {
-        (true, true) => None,
-        (true, false) => Some(Finding::Blocked),
-        (false, false) => Some(Finding::Missing),
-        (false, true) => Some(Finding::Undeclared),
-    }
-}
+use crate::prefix::PrefixIndex;
 
 /// The addresses probed for a target: everything published, plus the single addresses of the
 /// whitelist entries that belong to it, so a stale entry is checked too.
@@ -95,30 +41,25 @@ pub struct AddressReport {
 pub struct Counts {
     pub published: usize,
     pub probed: usize,
+    /// Published addresses whose last probe ended open.
     pub up: usize,
-    pub blocked: usize,
-    pub missing: usize,
-    pub undeclared: usize,
-    pub stale: usize,
+    /// Published addresses whose last probe this host failed to make: neither up nor down.
+    pub error: usize,
+    #[serde(flatten)]
+    pub findings: FindingCounts,
 }
 
 impl Counts {
     /// `(set label, count)` pairs, in the order the metrics list them.
-    pub fn by_set(&self) -> [(&'static str, usize); 7] {
-        [
+    pub fn by_set(&self) -> Vec<(&'static str, usize)> {
+        let mut sets = vec![
             ("published", self.published),
             ("probed", self.probed),
             ("up", self.up),
-            ("blocked", self.blocked),
-            ("missing", self.missing),
-            ("undeclared", self.undeclared),
-            ("stale", self.stale),
-        ]
-    }
-
-    /// Findings of any kind.
-    pub fn findings(&self) -> usize {
-        self.blocked + self.missing + self.undeclared + self.stale
+            ("error", self.error),
+        ];
+        sets.extend(self.findings.iter().map(|(f, n)| (f.as_label(), n)));
+        sets
     }
 }
 
@@ -144,6 +85,8 @@ pub struct TargetReport {
     pub counts: Counts,
     /// Items added to and removed from the published set since start.
     pub changes: (u64, u64),
+    /// Probes this host failed to make since start, by reason (every reason, zeros included).
+    pub probe_errors: Vec<(LocalFault, u64)>,
 }
 
 /// The whole audit at one moment.
@@ -166,6 +109,8 @@ pub struct TargetInput<'a> {
     pub results: &'a BTreeMap<IpAddr, ProbeResult>,
     /// Items added to and removed from the published set since start.
     pub changes: (u64, u64),
+    /// Probes this host failed to make since start, by reason.
+    pub probe_errors: &'a BTreeMap<LocalFault, u64>,
 }
 
 /// Evaluates every target. `inputs` and `sources` are in the order of `config.targets`.
@@ -210,15 +155,13 @@ fn evaluate_target(
             let whitelisted = declared.then(|| coverage.covers_address(ip));
             let probe = input.results.get(&ip).cloned();
             let finding = classify(published, whitelisted, probe.as_ref().map(|p| p.state));
-            if published && probe.as_ref().is_some_and(|p| p.state == ProbeState::Open) {
-                counts.up += 1;
+            match probe.as_ref().map(|p| p.state) {
+                Some(ProbeState::Open) if published => counts.up += 1,
+                Some(ProbeState::Error) if published => counts.error += 1,
+                _ => {}
             }
-            match finding {
-                Some(Finding::Blocked) => counts.blocked += 1,
-                Some(Finding::Missing) => counts.missing += 1,
-                Some(Finding::Undeclared) => counts.undeclared += 1,
-                Some(Finding::Stale) => counts.stale += 1,
-                None => {}
+            if let Some(finding) = finding {
+                counts.findings[finding] += 1;
             }
             AddressReport {
                 target: target.name.clone(),
@@ -252,47 +195,9 @@ fn evaluate_target(
         prefixes,
         counts,
         changes: input.changes,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ProbeState::*;
-
-    /// The table of the foundation issue, row by row, for every probe state.
-    #[test]
-    fn finding_table() {
-        for state in ProbeState::ALL {
-            let open = state == Open;
-            assert_eq!(
-                classify(true, Some(true), Some(state)),
-                (!open).then_some(Finding::Blocked),
-                "{state:?}"
-            );
-            assert_eq!(
-                classify(true, Some(false), Some(state)),
-                Some(if open { Finding::Undeclared } else { Finding::Missing }),
-                "{state:?}"
-            );
-            assert_eq!(
-                classify(false, Some(true), Some(state)),
-                Some(Finding::Stale),
-                "{state:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn no_finding_before_the_first_probe_except_stale() {
-        assert_eq!(classify(true, Some(true), None), None);
-        assert_eq!(classify(true, Some(false), None), None);
-        assert_eq!(classify(false, Some(true), None), Some(Finding::Stale));
-    }
-
-    #[test]
-    fn without_a_whitelist_only_reachability_counts() {
-        assert_eq!(classify(true, None, Some(Open)), None);
-        assert_eq!(classify(true, None, Some(Timeout)), Some(Finding::Blocked));
+        probe_errors: LocalFault::ALL
+            .iter()
+            .map(|fault| (*fault, input.probe_errors.get(fault).copied().unwrap_or(0)))
+            .collect(),
     }
 }

@@ -1,0 +1,576 @@
+//! The daemon's state: what each source last said, which addresses are probed, and each one's
+//! last probe result. Refreshes and probes write it through the methods here; [`State::snapshot`]
+//! renders the one immutable [`Snapshot`] that `/metrics`, `check`'s table and its JSON all show,
+//! so they can never disagree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ipnet::IpNet;
+
+use super::audit::{self, Report, TargetInput};
+use super::dns_book::DnsBook;
+use super::list::{self, Validators};
+use super::outcome::{LocalFault, ProbeResult, ProbeState};
+use super::source::{Failure, Reason, SourceKind, SourceReport, SourceStatus};
+use crate::config::{Config, Target};
+use crate::prefix;
+
+/// A target of the current configuration: an index into `config.targets`, valid for one
+/// configuration only (a reload renumbers them; see [`State::target_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetId(pub usize);
+
+/// One source of one target: which one, in the order [`sources_of`] lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceId {
+    pub target: TargetId,
+    pub index: usize,
+}
+
+/// What a source is, from the configuration: the DNS name, the static list, or a published list
+/// (its index in `target.published`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceSpec {
+    Dns,
+    Static,
+    Published(usize),
+}
+
+impl SourceSpec {
+    /// The kind of source.
+    pub fn kind(self) -> SourceKind {
+        match self {
+            Self::Dns => SourceKind::Dns,
+            Self::Static => SourceKind::Static,
+            Self::Published(_) => SourceKind::Published,
+        }
+    }
+}
+
+/// The sources of `target`, in report order: DNS, static, then each published list.
+pub fn sources_of(target: &Target) -> Vec<SourceSpec> {
+    let mut specs = Vec::new();
+    if target.host.is_some() {
+        specs.push(SourceSpec::Dns);
+    }
+    if !target.static_addresses.is_empty() {
+        specs.push(SourceSpec::Static);
+    }
+    specs.extend((0..target.published.len()).map(SourceSpec::Published));
+    specs
+}
+
+/// What a refresh of a source brought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// DNS answers of one refresh (all queries, both families).
+    Answers(BTreeSet<IpAddr>),
+    /// A new list body, parsed; [`list::accept`] decides whether it is taken.
+    Fresh {
+        prefixes: Vec<IpNet>,
+        validators: Validators,
+    },
+    /// 304 Not Modified: the last good set is still current.
+    NotModified,
+    /// The last good set, read back from disk at start.
+    Restored {
+        prefixes: BTreeSet<IpNet>,
+        validators: Validators,
+        fetched_at: SystemTime,
+    },
+    /// The refresh failed: the last good set stays.
+    Failed(Failure),
+    /// The saved last good set could not be read: counted and shown, the source starts empty.
+    StateCorrupt(String),
+}
+
+/// What one source holds now.
+#[derive(Debug, Clone)]
+pub enum Held {
+    Dns(DnsBook),
+    Static(BTreeSet<IpAddr>),
+    List {
+        prefixes: BTreeSet<IpNet>,
+        validators: Validators,
+        /// When the next refresh is due; `None`: now.
+        next_due: Option<Instant>,
+    },
+}
+
+/// One source of one target: what it holds and how its refreshes went.
+#[derive(Debug, Clone)]
+pub struct SourceState {
+    pub spec: SourceSpec,
+    pub held: Held,
+    pub status: SourceStatus,
+}
+
+impl SourceState {
+    fn new(spec: SourceSpec, target: &Target, loaded_at: SystemTime) -> Self {
+        let mut status = SourceStatus::default();
+        let held = match spec {
+            SourceSpec::Dns => Held::Dns(DnsBook::default()),
+            SourceSpec::Static => {
+                // The configuration is the source: it succeeded when it was loaded.
+                status.succeeded(loaded_at);
+                Held::Static(target.static_addresses.clone())
+            }
+            SourceSpec::Published(_) => Held::List {
+                prefixes: BTreeSet::new(),
+                validators: Validators::default(),
+                next_due: None,
+            },
+        };
+        Self { spec, held, status }
+    }
+
+    /// The prefixes of a list source (empty for the others).
+    pub fn prefixes(&self) -> Option<&BTreeSet<IpNet>> {
+        match &self.held {
+            Held::List { prefixes, .. } => Some(prefixes),
+            _ => None,
+        }
+    }
+
+    /// Whether nothing was ever learned: no refresh, nothing restored.
+    pub fn is_fresh(&self) -> bool {
+        self.status == SourceStatus::default() && self.prefixes().is_none_or(BTreeSet::is_empty)
+    }
+}
+
+/// Addresses added to and removed from a published set by one change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    pub added: Vec<IpNet>,
+    pub removed: Vec<IpNet>,
+}
+
+impl Change {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// What applying an update did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub change: Change,
+    /// Why the update was refused or failed, if it was.
+    pub failure: Option<Failure>,
+    /// A list set newly taken from the network: the source persists it.
+    pub accepted: Option<(BTreeSet<IpNet>, Validators)>,
+}
+
+/// Everything known about one target.
+#[derive(Debug, Clone, Default)]
+pub struct TargetState {
+    pub sources: Vec<SourceState>,
+    /// Published single addresses, including every address of a prefix small enough to probe.
+    pub published: BTreeSet<IpAddr>,
+    /// Published prefixes longer than one address.
+    pub prefixes: BTreeSet<IpNet>,
+    /// Published prefixes too large to probe.
+    pub unprobed: BTreeSet<IpNet>,
+    pub probed: BTreeSet<IpAddr>,
+    pub results: BTreeMap<IpAddr, ProbeResult>,
+    /// Addresses (and unprobed prefixes) that entered and left the published set since start.
+    pub added_total: u64,
+    pub removed_total: u64,
+    /// Probes this host failed to make since start, by reason.
+    pub probe_errors: BTreeMap<LocalFault, u64>,
+}
+
+/// When the last full sweep finished and how long it took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStatus {
+    pub last_finished: Option<SystemTime>,
+    pub last_duration: Option<Duration>,
+}
+
+/// The daemon's own status, beside the audit: what the status endpoints report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonStatus {
+    pub sweep: SweepStatus,
+    /// Whether the first sweep has finished.
+    pub ready: bool,
+    /// Whether the last configuration reload succeeded (true until one fails).
+    pub reload_ok: bool,
+}
+
+impl Default for DaemonStatus {
+    fn default() -> Self {
+        Self {
+            sweep: SweepStatus::default(),
+            ready: false,
+            reload_ok: true,
+        }
+    }
+}
+
+/// An immutable view of one moment: what every renderer shows.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub report: Report,
+    pub status: DaemonStatus,
+    pub taken_at: SystemTime,
+}
+
+impl Snapshot {
+    /// The snapshot before anything is known.
+    pub fn empty() -> Self {
+        Self {
+            report: Report {
+                targets: Vec::new(),
+                whitelist_entries: Vec::new(),
+            },
+            status: DaemonStatus::default(),
+            taken_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+}
+
+/// The state of every target of one configuration.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub config: Arc<Config>,
+    pub targets: Vec<TargetState>,
+    pub status: DaemonStatus,
+    /// When this configuration was loaded: the static list's last success.
+    pub loaded_at: SystemTime,
+}
+
+impl State {
+    /// An empty state for `config`; static addresses are published from the start.
+    pub fn new(config: Arc<Config>) -> Self {
+        let loaded_at = SystemTime::now();
+        let targets = config
+            .targets
+            .iter()
+            .map(|target| TargetState {
+                sources: sources_of(target)
+                    .into_iter()
+                    .map(|spec| SourceState::new(spec, target, loaded_at))
+                    .collect(),
+                ..TargetState::default()
+            })
+            .collect();
+        let mut state = Self {
+            config,
+            targets,
+            status: DaemonStatus::default(),
+            loaded_at,
+        };
+        for index in 0..state.targets.len() {
+            state.recompute(TargetId(index));
+        }
+        state
+    }
+
+    /// The target named `name` probing `port` in this configuration.
+    pub fn target_id(&self, name: &str, port: u16) -> Option<TargetId> {
+        self.config
+            .targets
+            .iter()
+            .position(|t| t.name == name && t.port == port)
+            .map(TargetId)
+    }
+
+    /// Every source of every target.
+    pub fn source_ids(&self) -> impl Iterator<Item = (SourceId, &SourceState)> {
+        self.targets.iter().enumerate().flat_map(|(target, t)| {
+            t.sources.iter().enumerate().map(move |(index, source)| {
+                (
+                    SourceId {
+                        target: TargetId(target),
+                        index,
+                    },
+                    source,
+                )
+            })
+        })
+    }
+
+    /// One source.
+    pub fn source(&self, id: SourceId) -> &SourceState {
+        &self.targets[id.target.0].sources[id.index]
+    }
+
+    /// How a person names a source: a list's URL, or the kind.
+    pub fn source_name(&self, id: SourceId) -> String {
+        match self.source(id).spec {
+            SourceSpec::Published(list) => self.config.targets[id.target.0].published[list].label.clone(),
+            spec => spec.kind().as_label().to_string(),
+        }
+    }
+
+    /// Sources a refresh should ask now: DNS every time, lists when due (all of them unless
+    /// `only_due`); static sources never change.
+    pub fn due(&self, now: Instant, only_due: bool) -> Vec<(SourceId, SourceSpec, Validators)> {
+        self.source_ids()
+            .filter_map(|(id, source)| match &source.held {
+                Held::Dns(_) => Some((id, source.spec, Validators::default())),
+                Held::Static(_) => None,
+                Held::List {
+                    validators, next_due, ..
+                } => {
+                    (!only_due || next_due.is_none_or(|due| due <= now)).then(|| (id, source.spec, validators.clone()))
+                }
+            })
+            .collect()
+    }
+
+    /// Carries what is still valid over to a new configuration: sources that kept their identity
+    /// (the same host, the same list URL) and probe results of targets that kept their name and port.
+    #[must_use]
+    pub fn reconfigured(&self, config: &Arc<Config>) -> Self {
+        let mut next = Self::new(Arc::clone(config));
+        for (index, target) in config.targets.iter().enumerate() {
+            let Some(TargetId(old)) = self.target_id(&target.name, target.port) else {
+                continue;
+            };
+            let (previous, old_target) = (&self.targets[old], &self.config.targets[old]);
+            let carried = &mut next.targets[index];
+            for source in &mut carried.sources {
+                let same = previous.sources.iter().find(|old| match (old.spec, source.spec) {
+                    (SourceSpec::Dns, SourceSpec::Dns) => old_target.host == target.host,
+                    (SourceSpec::Published(a), SourceSpec::Published(b)) => {
+                        old_target.published[a].label == target.published[b].label
+                    }
+                    _ => false,
+                });
+                if let Some(same) = same {
+                    source.held = same.held.clone();
+                    source.status = same.status.clone();
+                }
+            }
+            carried.results.clone_from(&previous.results);
+            carried.added_total = previous.added_total;
+            carried.removed_total = previous.removed_total;
+            carried.probe_errors.clone_from(&previous.probe_errors);
+            next.recompute(TargetId(index));
+        }
+        next.status = self.status;
+        next
+    }
+
+    /// Applies a refresh (or a restore) of one source. A failure, a 304, or a list refused by
+    /// [`list::accept`] leaves the last good set exactly as it was.
+    pub fn apply(&mut self, id: SourceId, update: Update, now: Instant, wall: SystemTime) -> Applied {
+        let target = &self.config.targets[id.target.0];
+        let cap = self.config.global.max_probe_addresses_per_prefix;
+        let interval = self.config.global.interval;
+        let source = &mut self.targets[id.target.0].sources[id.index];
+        let mut applied = Applied::default();
+        match (&mut source.held, update) {
+            // The configuration is the static source: nothing to apply.
+            (Held::Static(_), _) => return applied,
+            (_, Update::StateCorrupt(error)) => {
+                *source.status.failures.entry(Reason::StateCorrupt).or_default() += 1;
+                source.status.last_error = Some(error);
+                return applied;
+            }
+            (Held::Dns(book), Update::Answers(answers)) => {
+                book.record_success(now, &answers, target.dns_retention);
+                source.status.succeeded(wall);
+            }
+            (Held::Dns(book), Update::Failed(failure)) => {
+                book.record_failure(now);
+                source.status.failed(&failure);
+                applied.failure = Some(failure);
+            }
+            (
+                Held::List {
+                    prefixes,
+                    validators,
+                    next_due,
+                },
+                update,
+            ) => {
+                let SourceSpec::Published(list) = source.spec else {
+                    unreachable!("only published sources hold lists")
+                };
+                let spec = &target.published[list];
+                let outcome = match update {
+                    Update::NotModified => Ok(None),
+                    Update::Fresh {
+                        prefixes: parsed,
+                        validators: fresh,
+                    } => list::accept(spec, cap, parsed, prefixes.len()).map(|set| Some((set, fresh))),
+                    Update::Restored {
+                        prefixes: saved,
+                        validators: saved_validators,
+                        fetched_at,
+                    } => {
+                        *prefixes = saved;
+                        *validators = saved_validators;
+                        source.status.last_success = Some(fetched_at);
+                        return Applied {
+                            change: self.recompute(id.target),
+                            ..Applied::default()
+                        };
+                    }
+                    Update::Failed(failure) => Err(failure),
+                    Update::Answers(_) | Update::StateCorrupt(_) => {
+                        unreachable!("a list source is refreshed by list updates")
+                    }
+                };
+                match outcome {
+                    Ok(fresh) => {
+                        if let Some((set, fresh)) = fresh {
+                            applied.accepted = Some((set.clone(), fresh.clone()));
+                            *prefixes = set;
+                            *validators = fresh;
+                        }
+                        source.status.succeeded(wall);
+                        *next_due = Some(now + spec.refresh);
+                    }
+                    Err(failure) => {
+                        source.status.failed(&failure);
+                        // Try again soon, but no more often than the probe interval.
+                        *next_due = Some(now + spec.refresh.min(interval));
+                        applied.failure = Some(failure);
+                    }
+                }
+            }
+            (held, update) => unreachable!("update {update:?} does not fit source {held:?}"),
+        }
+        applied.change = self.recompute(id.target);
+        applied
+    }
+
+    /// Recomputes the published and probed sets of a target from its sources, forgets the results
+    /// of addresses no longer probed (so their series disappear), and counts the change.
+    fn recompute(&mut self, id: TargetId) -> Change {
+        let target = &self.config.targets[id.0];
+        let cap = self.config.global.max_probe_addresses_per_prefix;
+        let state = &mut self.targets[id.0];
+        let before = published_items(state);
+        let mut published: BTreeSet<IpAddr> = BTreeSet::new();
+        let (mut prefixes, mut unprobed) = (BTreeSet::new(), BTreeSet::new());
+        for source in &state.sources {
+            match &source.held {
+                Held::Dns(book) => published.extend(book.addresses()),
+                Held::Static(addresses) => published.extend(addresses),
+                Held::List { prefixes: list, .. } => {
+                    for prefix in list {
+                        if prefix.prefix_len() == prefix.max_prefix_len() {
+                            published.insert(prefix.addr());
+                        } else {
+                            prefixes.insert(*prefix);
+                            if prefix::is_probed(prefix, cap) {
+                                published.extend(prefix::addresses(prefix));
+                            } else {
+                                unprobed.insert(*prefix);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        state.published = published;
+        state.prefixes = prefixes;
+        state.unprobed = unprobed;
+        state.probed = audit::probed_set(&self.config, target, &state.published);
+        let probed = &state.probed;
+        state.results.retain(|ip, _| probed.contains(ip));
+        let after = published_items(state);
+        let change = Change {
+            added: after.difference(&before).copied().collect(),
+            removed: before.difference(&after).copied().collect(),
+        };
+        state.added_total += change.added.len() as u64;
+        state.removed_total += change.removed.len() as u64;
+        change
+    }
+
+    /// Stores a probe result, unless the address left the probed set while it was being probed.
+    pub fn record_probe(&mut self, id: TargetId, ip: IpAddr, result: ProbeResult) {
+        let state = &mut self.targets[id.0];
+        if !state.probed.contains(&ip) {
+            return;
+        }
+        if result.state == ProbeState::Error {
+            *state
+                .probe_errors
+                .entry(result.fault.unwrap_or(LocalFault::Other))
+                .or_default() += 1;
+        }
+        state.results.insert(ip, result);
+    }
+
+    /// The audit report of this moment.
+    pub fn report(&self) -> Report {
+        let inputs: Vec<TargetInput<'_>> = self
+            .targets
+            .iter()
+            .map(|t| TargetInput {
+                published: &t.published,
+                prefixes: &t.prefixes,
+                unprobed: &t.unprobed,
+                probed: &t.probed,
+                results: &t.results,
+                changes: (t.added_total, t.removed_total),
+                probe_errors: &t.probe_errors,
+            })
+            .collect();
+        let sources = self
+            .config
+            .targets
+            .iter()
+            .zip(&self.targets)
+            .map(|(target, state)| self.source_reports(target, state))
+            .collect();
+        audit::evaluate(&self.config, &inputs, sources)
+    }
+
+    /// The snapshot of this moment: the report and the daemon's status.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            report: self.report(),
+            status: self.status,
+            taken_at: SystemTime::now(),
+        }
+    }
+
+    fn source_reports(&self, target: &Target, state: &TargetState) -> Vec<SourceReport> {
+        let cap = self.config.global.max_probe_addresses_per_prefix;
+        state
+            .sources
+            .iter()
+            .map(|source| {
+                let (url, addresses) = match (&source.held, source.spec) {
+                    (Held::Dns(book), _) => (None, book.addresses().len()),
+                    (Held::Static(addresses), _) => (None, addresses.len()),
+                    (Held::List { prefixes, .. }, SourceSpec::Published(list)) => (
+                        Some(target.published[list].label.clone()),
+                        usize::try_from(prefix::probe_cost(prefixes, cap)).unwrap_or(usize::MAX),
+                    ),
+                    (Held::List { .. }, _) => unreachable!("only published sources hold lists"),
+                };
+                SourceReport {
+                    source: source.spec.kind(),
+                    url,
+                    up: source.status.up,
+                    addresses,
+                    last_success: source.status.last_success,
+                    last_error: source.status.last_error.clone(),
+                    failures: source.status.failures.iter().map(|(r, n)| (*r, *n)).collect(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The published set as one comparable set: addresses, plus prefixes too large to list.
+fn published_items(state: &TargetState) -> BTreeSet<IpNet> {
+    state
+        .published
+        .iter()
+        .map(|ip| IpNet::from(*ip))
+        .chain(state.unprobed.iter().copied())
+        .collect()
+}
