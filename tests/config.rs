@@ -12,7 +12,7 @@ use whitelist_audit::prefix::PrefixIndex;
 const INVALID: &[(&str, &str)] = &[
     (
         "bad-check.yml",
-        "4:12: targets[0].check: unknown variant `http`, expected one of ssh, tcp",
+        "4:12: targets[0].check: unknown variant `http`, expected one of ssh, tcp, tcp_banner",
     ),
     (
         "bad-duration.yml",

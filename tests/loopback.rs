@@ -562,3 +562,56 @@ fn running_out_of_file_descriptors_is_this_hosts_error_not_a_firewall_verdict() 
         "an address that could not be probed is not clean"
     );
 }
+
+#[test]
+fn tcp_banner_takes_any_first_line_and_tells_a_silent_service_apart() {
+    let smtp = peer("127.0.0.1:0", |mut s, _| {
+        let _ = s.write_all(b"220 mx.vendor.example ESMTP ready\r\n");
+        thread::sleep(Duration::from_secs(2));
+    });
+    // An implicit-TLS port waits for the client's hello: nothing comes.
+    let implicit_tls = peer("127.0.0.2:0", |_s, _| thread::sleep(Duration::from_secs(3)));
+    let dir = tempdir("banner");
+    let config = dir.join("banner.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{timeout: 1s, attempts: 1, state_dir: state}}\ntargets:\n  - {{name: smtp, check: tcp_banner, port: {}, static: [127.0.0.1]}}\n  - {{name: ftps, check: tcp_banner, port: {}, static: [127.0.0.2]}}\n",
+            smtp.port(),
+            implicit_tls.port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config.file", config.to_str().unwrap(), "--output", "json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probe = |target: &str| {
+        report["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["target"] == target)
+            .unwrap()["probe"]
+            .clone()
+    };
+    assert_eq!(probe("smtp")["state"], "open", "{report}");
+    assert_eq!(probe("smtp")["banner"], "220 mx.vendor.example ESMTP ready");
+    assert_eq!(probe("ftps")["state"], "protocol_error", "{report}");
+    assert!(
+        probe("ftps")["detail"].as_str().unwrap().contains("no banner"),
+        "{report}"
+    );
+    assert_eq!(out.status.code(), Some(1), "the silent service is blocked");
+
+    // The same kind from the command line, with the banner in the table.
+    let table = Command::new(BIN)
+        .args(["check", "--host", "localhost", "--check", "tcp_banner", "--port"])
+        .arg(smtp.port().to_string())
+        .args(["--timeout", "1s", "--attempts", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("banner: 220 mx.vendor.example ESMTP ready"), "{text}");
+}

@@ -101,6 +101,8 @@ pub enum CheckKind {
     Ssh,
     /// TCP connect only.
     Tcp,
+    /// TCP connect, then any banner from the server (FTP, SMTP, POP3, IMAP).
+    TcpBanner,
 }
 
 /// One probe kind: its `check:` value, its description and the info metric it exports.
@@ -115,7 +117,7 @@ pub struct KindRow {
 
 impl CheckKind {
     /// Every kind.
-    pub const ALL: [KindRow; 2] = [
+    pub const ALL: [KindRow; 3] = [
         KindRow {
             kind: Self::Ssh,
             label: "ssh",
@@ -129,6 +131,12 @@ impl CheckKind {
             kind: Self::Tcp,
             label: "tcp",
             help: "TCP connect only",
+            info_family: None,
+        },
+        KindRow {
+            kind: Self::TcpBanner,
+            label: "tcp_banner",
+            help: "TCP connect, then any banner from a service that speaks first (FTP, SMTP, POP3, IMAP)",
             info_family: None,
         },
     ];

@@ -1,11 +1,13 @@
 //! Probing one address: up to `attempts` attempts, `retry_delay` apart, bounded by a global and a
 //! per-target concurrency limit. An attempt connects through a [`Network`] and then runs the
 //! target's kind of check on the stream, one file per kind: `tcp.rs` (connect only and the
-//! classification of connect errors), `ssh.rs` (the identification exchange).
+//! classification of connect errors), `ssh.rs` (the identification exchange), `banner.rs` (any
+//! first line, for services that speak first).
 //!
 //! The [`Network`] seam is what lets the scheduler be tested in paused time without sockets, and a
 //! local fault (EMFILE) be injected; [`Os`] is the real one.
 
+pub mod banner;
 pub mod ssh;
 pub mod tcp;
 
@@ -64,6 +66,7 @@ pub async fn attempt<N: Network>(network: &N, address: SocketAddr, check: CheckK
         Ok(stream) => match check {
             CheckKind::Tcp => tcp::connected(),
             CheckKind::Ssh => ssh::identify(stream, deadline).await,
+            CheckKind::TcpBanner => banner::read(stream, deadline).await,
         },
     };
     attempt.duration = start.elapsed();
