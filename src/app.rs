@@ -16,7 +16,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
 use crate::core::state::{Change, Snapshot, State, SweepStatus, TargetId};
 use crate::discovery::Discovery;
 use crate::prefix::prefix_label;
@@ -272,7 +272,7 @@ pub async fn check_once<N: Network>(config: Config, network: Arc<N>) -> Arc<Snap
 }
 
 /// A request to reload the configuration, with a channel for the outcome (`http::ReloadRequest`).
-pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+pub type ReloadRequest = oneshot::Sender<Result<(), ConfigError>>;
 
 /// The daemon's loop: refresh and sweep every interval, reload on request, until `shutdown`.
 pub async fn run<N: Network>(
@@ -341,7 +341,7 @@ fn new_ticker(interval: Duration) -> tokio::time::Interval {
 }
 
 /// Loads the configuration again; a bad one is refused and the running one kept.
-fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), String> {
+fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), ConfigError> {
     let outcome = match config::load(path) {
         Ok(new) => {
             let new = Arc::new(new);
@@ -355,7 +355,7 @@ fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), String> {
         Err(err) => {
             shared.update(|state| state.status.reload_ok = false);
             tracing::error!(error = %err.summary(), "configuration reload failed; keeping the running configuration");
-            Err(err.to_string())
+            Err(err)
         }
     };
     shared.publish();

@@ -11,10 +11,11 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::config::ConfigError;
 use crate::core::state::Snapshot;
 
 /// A request to reload the configuration, with a channel for the outcome.
-pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+pub type ReloadRequest = oneshot::Sender<Result<(), ConfigError>>;
 
 #[derive(Clone)]
 struct Web {

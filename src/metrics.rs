@@ -3,11 +3,14 @@
 //! next scrape, no scrape ever sees a half-cleared family, and a scrape never takes the probes' lock.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -15,11 +18,10 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::CheckKind;
-use crate::core::audit::{AddressReport, TargetReport};
-use crate::core::finding::Finding;
-use crate::core::outcome::{InfoSeries, ProbeState};
+use crate::core::audit::{AddressReport, Report, TargetReport};
+use crate::core::outcome::{InfoSeries, LocalFault, ProbeState};
 use crate::core::source::{SourceReport, unix_seconds};
-use crate::core::state::Snapshot;
+use crate::core::state::{DaemonStatus, Snapshot};
 use crate::prefix::prefix_label;
 
 /// The collector that renders the latest snapshot on every scrape.
@@ -75,6 +77,143 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+// ------------------------------------------------------------------ typed label sets
+
+/// Writes one `key="value"` label.
+fn label(encoder: &mut LabelSetEncoder, key: &str, value: &impl EncodeLabelValue) -> fmt::Result {
+    let mut label = encoder.encode_label();
+    let mut key_encoder = label.encode_label_key()?;
+    key_encoder.write_str(key)?;
+    let mut value_encoder = key_encoder.encode_label_value()?;
+    value.encode(&mut value_encoder)?;
+    value_encoder.finish()
+}
+
+/// A label set of borrowed values: the struct and its `EncodeLabelSet`, keys named after the fields
+/// (prometheus-client's derive takes no lifetimes, and borrowing saves an allocation per label).
+macro_rules! label_set {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        struct $name<'a> {
+            $($field: $ty),*
+        }
+
+        impl EncodeLabelSet for $name<'_> {
+            fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+                $(label(encoder, stringify!($field), &self.$field)?;)*
+                Ok(())
+            }
+        }
+    };
+}
+
+/// An address as a label value: canonical text, RFC 5952 for IPv6.
+#[derive(Debug, Clone, Copy)]
+struct Ip(IpAddr);
+
+impl EncodeLabelValue for Ip {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        write!(encoder, "{}", self.0)
+    }
+}
+
+/// A prefix as a label value: a bare address for /32 and /128.
+#[derive(Debug, Clone, Copy)]
+struct Prefix<'a>(&'a ipnet::IpNet);
+
+impl EncodeLabelValue for Prefix<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        encoder.write_str(&prefix_label(self.0))
+    }
+}
+
+label_set!(
+    /// One probed address of one target.
+    AddressLabels { target: &'a str, ip: Ip, port: u16 }
+);
+label_set!(
+    /// An address of a target, whatever the port.
+    PublishedLabels { target: &'a str, ip: Ip }
+);
+label_set!(
+    /// One state series of an address.
+    StateLabels { target: &'a str, ip: Ip, port: u16, state: &'static str }
+);
+label_set!(
+    /// The finding series of an address.
+    FindingLabels { target: &'a str, ip: Ip, port: u16, finding: &'static str }
+);
+label_set!(
+    /// One whitelist entry on one port.
+    EntryLabels { entry: &'a str, port: u16 }
+);
+label_set!(
+    /// One count of a target's addresses.
+    SetLabels { target: &'a str, set: &'static str }
+);
+label_set!(
+    /// One reason of a target's local probe faults.
+    FaultLabels { target: &'a str, reason: &'static str }
+);
+label_set!(
+    /// One direction of change of a target's published set.
+    ChangeLabels { target: &'a str, change: &'static str }
+);
+label_set!(
+    /// A published prefix of a target.
+    PrefixLabels { target: &'a str, prefix: Prefix<'a> }
+);
+label_set!(
+    /// A part of a published prefix the whitelist lacks.
+    UncoveredLabels { target: &'a str, prefix: Prefix<'a>, uncovered: Prefix<'a>, port: u16 }
+);
+label_set!(
+    /// The running version.
+    BuildLabels { version: &'a str }
+);
+
+/// One source of a target; `url` only for published lists.
+#[derive(Debug, Clone, Copy)]
+struct SourceLabels<'a> {
+    target: &'a str,
+    source: &'a SourceReport,
+    reason: Option<&'static str>,
+}
+
+impl EncodeLabelSet for SourceLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        label(encoder, "target", &self.target)?;
+        label(encoder, "source", &self.source.source.as_label())?;
+        if let Some(url) = &self.source.url {
+            label(encoder, "url", url)?;
+        }
+        if let Some(reason) = self.reason {
+            label(encoder, "reason", &reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// The address labels plus the labels of a kind's info series.
+#[derive(Debug, Clone)]
+struct InfoLabels<'a> {
+    address: AddressLabels<'a>,
+    extra: Vec<(&'static str, String)>,
+}
+
+impl EncodeLabelSet for InfoLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        self.address.encode(encoder)?;
+        for (key, value) in &self.extra {
+            label(encoder, key, value)?;
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ families
+
 fn gauge<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -114,257 +253,399 @@ fn flag(value: bool) -> f64 {
     if value { 1.0 } else { 0.0 }
 }
 
-/// The samples of one info family: labels and value.
-type InfoRows = Vec<(Vec<(&'static str, String)>, f64)>;
-
-#[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
 fn encode(snapshot: &Snapshot, mut e: DescriptorEncoder) -> Result<(), fmt::Error> {
-    let (report, status) = (&snapshot.report, &snapshot.status);
-    let addresses: Vec<_> = report.targets.iter().flat_map(|t| &t.addresses).collect();
-    let tip = |a: &AddressReport| {
-        [
-            ("target", a.target.clone()),
-            ("ip", a.ip.to_string()),
-            ("port", a.port.to_string()),
-        ]
-    };
-    let probed = || addresses.iter().filter_map(|a| a.probe.as_ref().map(|p| (*a, p)));
+    let report = &snapshot.report;
+    encode_addresses(report, &mut e)?;
+    encode_targets(report, &mut e)?;
+    encode_sources(report, &mut e)?;
+    encode_prefixes(report, &mut e)?;
+    encode_daemon(snapshot.status, &mut e)
+}
 
+fn at(a: &AddressReport) -> AddressLabels<'_> {
+    AddressLabels {
+        target: &a.target,
+        ip: Ip(a.ip),
+        port: a.port,
+    }
+}
+
+/// The per-address families.
+fn encode_addresses(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+    let addresses: Vec<&AddressReport> = report.targets.iter().flat_map(|t| &t.addresses).collect();
+    let probed = || addresses.iter().filter_map(|a| a.probe.as_ref().map(|p| (*a, p)));
     gauge(
-        &mut e,
+        e,
         "whitelist_audit_ip_up",
         "1 if the last probe of the address ended open, else 0; absent when this host failed to probe it (state error).",
         probed()
             .filter(|(_, p)| p.state.is_verdict())
-            .map(|(a, p)| (tip(a), flag(p.state == ProbeState::Open))),
+            .map(|(a, p)| (at(a), flag(p.state == ProbeState::Open))),
     )?;
     gauge(
-        &mut e,
+        e,
         "whitelist_audit_ip_state",
         "State of the last probe: one series per state, exactly one is 1.",
         probed().flat_map(|(a, p)| {
-            ProbeState::ALL.into_iter().map(move |s| {
-                let [t, i, port] = tip(a);
-                ([t, i, port, ("state", s.as_label().to_string())], flag(p.state == s))
+            ProbeState::ALL.into_iter().map(move |state| {
+                let labels = StateLabels {
+                    target: &a.target,
+                    ip: Ip(a.ip),
+                    port: a.port,
+                    state: state.as_label(),
+                };
+                (labels, flag(p.state == state))
             })
         }),
     )?;
     gauge(
-        &mut e,
+        e,
         "whitelist_audit_ip_probe_duration_seconds",
         "Duration of the last probe's final attempt.",
-        probed().map(|(a, p)| (tip(a), p.duration.as_secs_f64())),
+        probed().map(|(a, p)| (at(a), p.duration.as_secs_f64())),
     )?;
     gauge(
-        &mut e,
+        e,
         "whitelist_audit_ip_probe_attempts",
         "Attempts the last probe used.",
-        probed().map(|(a, p)| (tip(a), f64::from(p.attempts))),
+        probed().map(|(a, p)| (at(a), f64::from(p.attempts))),
     )?;
     gauge(
-        &mut e,
+        e,
         "whitelist_audit_ip_last_probe_timestamp_seconds",
         "When the last probe of the address finished.",
-        probed().map(|(a, p)| (tip(a), unix_seconds(p.finished_at))),
+        probed().map(|(a, p)| (at(a), unix_seconds(p.finished_at))),
     )?;
     gauge(
-        &mut e,
+        e,
         "whitelist_audit_ip_published",
         "1 if the address is in the target's published set, else 0.",
         addresses.iter().map(|a| {
-            (
-                [("target", a.target.clone()), ("ip", a.ip.to_string())],
-                flag(a.published),
-            )
+            let labels = PublishedLabels {
+                target: &a.target,
+                ip: Ip(a.ip),
+            };
+            (labels, flag(a.published))
         }),
     )?;
     gauge(
-        &mut e,
+        e,
         "whitelist_audit_ip_whitelisted",
         "1 if the declared whitelist covers the address and port, else 0.",
-        addresses
-            .iter()
-            .filter_map(|a| a.whitelisted.map(|w| (tip(a), flag(w)))),
+        addresses.iter().filter_map(|a| a.whitelisted.map(|w| (at(a), flag(w)))),
     )?;
     gauge(
-        &mut e,
+        e,
         "whitelist_audit_ip_finding",
         "1 for the address's finding; absent when it has none.",
         addresses.iter().filter_map(|a| {
-            a.finding.map(|f: Finding| {
-                let [t, i, port] = tip(a);
-                ([t, i, port, ("finding", f.as_label().to_string())], 1.0)
-            })
+            let finding = a.finding?;
+            let labels = FindingLabels {
+                target: &a.target,
+                ip: Ip(a.ip),
+                port: a.port,
+                finding: finding.as_label(),
+            };
+            Some((labels, 1.0))
         }),
     )?;
-    // Info series of each kind's evidence (`whitelist_audit_ssh_info`), one family per name.
-    let mut infos: BTreeMap<&str, (&str, InfoRows)> = CheckKind::ALL
+    encode_info(&addresses, e)?;
+    gauge(
+        e,
+        "whitelist_audit_whitelist_entry_unused",
+        "1 if the whitelist entry covers no published address of any target on this port, else 0.",
+        report.whitelist_entries.iter().map(|u| {
+            let labels = EntryLabels {
+                entry: &u.entry,
+                port: u.port,
+            };
+            (labels, flag(u.unused))
+        }),
+    )
+}
+
+/// The samples of one info family.
+type InfoRows<'a> = Vec<(InfoLabels<'a>, f64)>;
+
+/// Each kind's info family (`whitelist_audit_ssh_info`), present even when no address fills it.
+fn encode_info(addresses: &[&AddressReport], e: &mut DescriptorEncoder) -> fmt::Result {
+    let mut infos: BTreeMap<&str, (&str, InfoRows<'_>)> = CheckKind::ALL
         .iter()
         .filter_map(|row| row.info_family)
         .map(|(family, help)| (family, (help, Vec::new())))
         .collect();
-    for (a, p) in probed().filter(|(_, p)| p.state == ProbeState::Open) {
+    for (a, p) in addresses.iter().filter_map(|a| Some((*a, a.probe.as_ref()?))) {
+        if p.state != ProbeState::Open {
+            continue;
+        }
         if let Some(InfoSeries { family, help, labels }) = p.evidence.as_ref().and_then(|e| e.info()) {
-            let [t, i, port] = tip(a);
-            let mut all = vec![t, i, port];
-            all.extend(labels);
-            infos.entry(family).or_insert((help, Vec::new())).1.push((all, 1.0));
+            let row = InfoLabels {
+                address: at(a),
+                extra: labels,
+            };
+            infos.entry(family).or_insert((help, Vec::new())).1.push((row, 1.0));
         }
     }
     for (family, (help, rows)) in infos {
-        gauge(&mut e, family, help, rows)?;
+        gauge(e, family, help, rows)?;
     }
+    Ok(())
+}
+
+/// The per-target families.
+#[allow(clippy::cast_precision_loss)] // address counts are far below 2^52
+fn encode_targets(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     gauge(
-        &mut e,
-        "whitelist_audit_whitelist_entry_unused",
-        "1 if the whitelist entry covers no published address of any target on this port, else 0.",
-        report.whitelist_entries.iter().map(|u| {
-            (
-                [("entry", u.entry.clone()), ("port", u.port.to_string())],
-                flag(u.unused),
-            )
-        }),
-    )?;
-    gauge(
-        &mut e,
+        e,
         "whitelist_audit_target_addresses",
         "Addresses of the target, by set (error: published addresses this host failed to probe).",
         report.targets.iter().flat_map(|t| {
-            t.counts
-                .by_set()
-                .into_iter()
-                .map(|(set, n)| ([("target", t.target.clone()), ("set", set.to_string())], n as f64))
+            t.counts.by_set().into_iter().map(|(set, n)| {
+                let labels = SetLabels { target: &t.target, set };
+                (labels, n as f64)
+            })
         }),
     )?;
-    let sources = || {
-        report
-            .targets
-            .iter()
-            .flat_map(|t| t.sources.iter().map(move |s| (t, s)))
-    };
-    let source_labels = |t: &TargetReport, s: &SourceReport| {
-        let mut labels = vec![
-            ("target", t.target.clone()),
-            ("source", s.source.as_label().to_string()),
-        ];
-        if let Some(url) = &s.url {
-            labels.push(("url", url.clone()));
-        }
-        labels
-    };
-    gauge(
-        &mut e,
-        "whitelist_audit_source_up",
-        "1 if the source's last refresh succeeded, else 0.",
-        sources().filter_map(|(t, s)| s.up.map(|up| (source_labels(t, s), flag(up)))),
-    )?;
-    gauge(
-        &mut e,
-        "whitelist_audit_source_addresses",
-        "Addresses the source holds now (a published prefix too large to probe counts as one).",
-        sources().map(|(t, s)| (source_labels(t, s), s.addresses as f64)),
-    )?;
-    gauge(
-        &mut e,
-        "whitelist_audit_source_last_success_timestamp_seconds",
-        "When the source last refreshed successfully.",
-        sources().filter_map(|(t, s)| s.last_success.map(|at| (source_labels(t, s), unix_seconds(at)))),
-    )?;
     counter(
-        &mut e,
-        "whitelist_audit_source_refresh_failures",
-        "Failed refreshes of the source since start, by reason.",
-        sources().flat_map(|(t, s)| {
-            s.failures.iter().map(move |(reason, n)| {
-                let mut labels = source_labels(t, s);
-                labels.push(("reason", reason.as_label().to_string()));
+        e,
+        "whitelist_audit_probe_errors",
+        "Probes this host failed to make (no file descriptor, no ephemeral port, ...) since start, by reason: not network verdicts.",
+        report.targets.iter().flat_map(|t| {
+            t.probe_errors.iter().map(|(fault, n): &(LocalFault, u64)| {
+                let labels = FaultLabels {
+                    target: &t.target,
+                    reason: fault.as_label(),
+                };
                 (labels, *n)
             })
         }),
     )?;
     counter(
-        &mut e,
+        e,
         "whitelist_audit_published_changes",
         "Addresses (and prefixes too large to probe) added to and removed from the published set since start.",
         report.targets.iter().flat_map(|t| {
-            [("added", t.changes.0), ("removed", t.changes.1)]
-                .map(|(change, n)| ([("target", t.target.clone()), ("change", change.to_string())], n))
+            [("added", t.changes.0), ("removed", t.changes.1)].map(|(change, n)| {
+                let labels = ChangeLabels {
+                    target: &t.target,
+                    change,
+                };
+                (labels, n)
+            })
         }),
+    )
+}
+
+/// The per-source families.
+#[allow(clippy::cast_precision_loss)] // address counts are far below 2^52
+fn encode_sources(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+    let sources = || {
+        report.targets.iter().flat_map(|t: &TargetReport| {
+            t.sources.iter().map(move |source| SourceLabels {
+                target: &t.target,
+                source,
+                reason: None,
+            })
+        })
+    };
+    gauge(
+        e,
+        "whitelist_audit_source_up",
+        "1 if the source's last refresh succeeded, else 0.",
+        sources().filter_map(|l| l.source.up.map(|up| (l, flag(up)))),
     )?;
     gauge(
-        &mut e,
+        e,
+        "whitelist_audit_source_addresses",
+        "Addresses the source holds now (a published prefix too large to probe counts as one).",
+        sources().map(|l| (l, l.source.addresses as f64)),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_source_last_success_timestamp_seconds",
+        "When the source last refreshed successfully.",
+        sources().filter_map(|l| l.source.last_success.map(|at| (l, unix_seconds(at)))),
+    )?;
+    counter(
+        e,
+        "whitelist_audit_source_refresh_failures",
+        "Failed refreshes of the source since start, by reason.",
+        sources().flat_map(|l| {
+            l.source.failures.iter().map(move |(reason, n)| {
+                let labels = SourceLabels {
+                    reason: Some(reason.as_label()),
+                    ..l
+                };
+                (labels, *n)
+            })
+        }),
+    )
+}
+
+/// The published-prefix families.
+fn encode_prefixes(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+    gauge(
+        e,
         "whitelist_audit_prefix_unprobed",
         "1 for a published prefix too large to expand into addresses: audited, not probed.",
         report.targets.iter().flat_map(|t| {
-            t.prefixes
-                .iter()
-                .filter(|p| !p.probed)
-                .map(|p| ([("target", t.target.clone()), ("prefix", p.prefix.to_string())], 1.0))
+            t.prefixes.iter().filter(|p| !p.probed).map(|p| {
+                let labels = PrefixLabels {
+                    target: &t.target,
+                    prefix: Prefix(&p.prefix),
+                };
+                (labels, 1.0)
+            })
         }),
     )?;
     gauge(
-        &mut e,
+        e,
         "whitelist_audit_prefix_uncovered",
         "1 for each part of a published prefix that no whitelist entry covers on the target's port.",
         report.targets.iter().flat_map(|t| {
             t.prefixes.iter().flat_map(move |p| {
                 p.uncovered.iter().map(move |part| {
-                    (
-                        [
-                            ("target", t.target.clone()),
-                            ("prefix", prefix_label(&p.prefix)),
-                            ("uncovered", prefix_label(part)),
-                            ("port", t.port.to_string()),
-                        ],
-                        1.0,
-                    )
+                    let labels = UncoveredLabels {
+                        target: &t.target,
+                        prefix: Prefix(&p.prefix),
+                        uncovered: Prefix(part),
+                        port: t.port,
+                    };
+                    (labels, 1.0)
                 })
             })
         }),
-    )?;
-    counter(
-        &mut e,
-        "whitelist_audit_probe_errors",
-        "Probes this host failed to make (no file descriptor, no ephemeral port, ...) since start, by reason: not network verdicts.",
-        report.targets.iter().flat_map(|t| {
-            t.probe_errors.iter().map(|(fault, n)| {
-                (
-                    [("target", t.target.clone()), ("reason", fault.as_label().to_string())],
-                    *n,
-                )
-            })
-        }),
-    )?;
+    )
+}
+
+/// The daemon's own families.
+fn encode_daemon(status: DaemonStatus, e: &mut DescriptorEncoder) -> fmt::Result {
     single(
-        &mut e,
+        e,
         "whitelist_audit_last_sweep_timestamp_seconds",
         "When the last complete sweep of every address finished.",
         status.sweep.last_finished.map(unix_seconds),
     )?;
     single(
-        &mut e,
+        e,
         "whitelist_audit_sweep_duration_seconds",
         "How long the last complete sweep took.",
         status.sweep.last_duration.map(|d| d.as_secs_f64()),
     )?;
     single(
-        &mut e,
+        e,
         "whitelist_audit_config_last_reload_successful",
         "1 if the last configuration reload succeeded, else 0.",
         Some(flag(status.reload_ok)),
     )?;
     gauge(
-        &mut e,
+        e,
         "whitelist_audit_build_info",
         "1; the version of whitelist-audit.",
-        [([("version", env!("CARGO_PKG_VERSION"))], 1.0)],
-    )?;
-    Ok(())
+        [(
+            BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            1.0,
+        )],
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::to_prometheus_text;
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::config;
+    use crate::core::outcome::{Attempt, Evidence, ProbeResult};
+    use crate::core::state::{State, TargetId};
+
+    /// Evidence as a kind would report it; the views know kinds only through the trait.
+    #[derive(Debug)]
+    struct Software(&'static str);
+
+    impl Evidence for Software {
+        fn summary(&self) -> String {
+            self.0.to_string()
+        }
+        fn json_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+            vec![("software", self.0.into())]
+        }
+        fn info(&self) -> Option<InfoSeries> {
+            Some(InfoSeries {
+                family: "whitelist_audit_ssh_info",
+                help: "1; software.",
+                labels: vec![("software", self.0.to_string())],
+            })
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    fn rendered(state: &State) -> String {
+        let (sender, receiver) = watch::channel(Arc::new(state.snapshot()));
+        let text = render(&registry(receiver));
+        drop(sender);
+        text
+    }
+
+    #[test]
+    fn typed_labels_render_as_the_contract_says() {
+        let yaml = "targets:\n  - {name: pool, port: 2222, static: [\"2001:db8::0:1\", 192.0.2.7]}\n";
+        let raw = config::parse_yaml(Path::new("m.yml"), yaml).unwrap();
+        let mut state = State::new(Arc::new(config::build(Path::new("m.yml"), &raw).unwrap()));
+        let open = Attempt {
+            evidence: Some(Arc::new(Software("OpenSSH_9.6p1"))),
+            ..Attempt::ended(ProbeState::Open, Duration::from_millis(3), "SSH-2.0-OpenSSH_9.6p1")
+        };
+        let now = SystemTime::now();
+        state.record_probe(
+            TargetId(0),
+            "2001:db8::1".parse().unwrap(),
+            ProbeResult::from_attempt(open, 1, now),
+        );
+        let fault = Attempt::fault(LocalFault::FdExhausted, Duration::ZERO, "connect: Too many open files");
+        state.record_probe(
+            TargetId(0),
+            "192.0.2.7".parse().unwrap(),
+            ProbeResult::from_attempt(fault, 3, now),
+        );
+        let text = rendered(&state);
+        for line in [
+            "whitelist_audit_ip_up{target=\"pool\",ip=\"2001:db8::1\",port=\"2222\"} 1.0",
+            "whitelist_audit_ip_state{target=\"pool\",ip=\"192.0.2.7\",port=\"2222\",state=\"error\"} 1.0",
+            "whitelist_audit_ip_state{target=\"pool\",ip=\"192.0.2.7\",port=\"2222\",state=\"unreachable\"} 0.0",
+            "whitelist_audit_ip_published{target=\"pool\",ip=\"192.0.2.7\"} 1.0",
+            "whitelist_audit_ssh_info{target=\"pool\",ip=\"2001:db8::1\",port=\"2222\",software=\"OpenSSH_9.6p1\"} 1.0",
+            "whitelist_audit_target_addresses{target=\"pool\",set=\"up\"} 1.0",
+            "whitelist_audit_target_addresses{target=\"pool\",set=\"error\"} 1.0",
+            "whitelist_audit_target_addresses{target=\"pool\",set=\"blocked\"} 0.0",
+            "whitelist_audit_probe_errors_total{target=\"pool\",reason=\"fd_exhausted\"} 1",
+            "whitelist_audit_probe_errors_total{target=\"pool\",reason=\"no_local_address\"} 0",
+            "whitelist_audit_source_up{target=\"pool\",source=\"static\"} 1.0",
+            "whitelist_audit_published_changes_total{target=\"pool\",change=\"added\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(
+            !text.contains("whitelist_audit_ip_up{target=\"pool\",ip=\"192.0.2.7\""),
+            "an address this host failed to probe has no ip_up: {text}"
+        );
+        assert!(
+            !text.contains("whitelist_audit_ip_finding{"),
+            "error is never a finding: {text}"
+        );
+    }
+
+    #[test]
+    fn the_info_family_of_every_kind_is_described_even_when_empty() {
+        let yaml = "targets:\n  - {name: t, check: tcp, static: [192.0.2.1]}\n";
+        let raw = config::parse_yaml(Path::new("m.yml"), yaml).unwrap();
+        let state = State::new(Arc::new(config::build(Path::new("m.yml"), &raw).unwrap()));
+        assert!(rendered(&state).contains("# TYPE whitelist_audit_ssh_info gauge"));
+    }
 
     #[test]
     fn counters_get_their_total_name_in_the_text_format() {

@@ -231,6 +231,17 @@ pub fn table(report: &Report) -> String {
     }
     warnings(report, &mut out);
     let s = Summary::of(report);
+    // What to do, once per kind of finding present: the table says where, this says what.
+    for (finding, count) in s.findings.iter().filter(|(_, n)| *n > 0) {
+        let _ = writeln!(out, "{}: {count}: {}", finding.as_label(), finding.action());
+    }
+    if s.errors > 0 {
+        let _ = writeln!(
+            out,
+            "error: {}: this host could not probe them; fix this host (see DETAIL), the path is unknown",
+            s.errors
+        );
+    }
     let _ = write!(
         out,
         "summary: {} addresses of {} target{}: {} open, {} not open",

@@ -48,7 +48,7 @@ pub fn restore(state_dir: &Path, target: &str, source: &PublishedSource) -> Opti
         }
         Err(error) => {
             tracing::warn!(target_name = %target, url = %source.label, %error, "state file is corrupt; ignored");
-            Some(Update::StateCorrupt(error))
+            Some(Update::StateCorrupt(error.to_string()))
         }
     }
 }
@@ -245,20 +245,44 @@ pub fn save(path: &Path, saved: &Saved) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Why a saved set could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{}: `{prefix}` is not a prefix", path.display())]
+    Prefix { path: PathBuf, prefix: String },
+}
+
+/// The saved set, validators and fetch time of a list.
+pub type Loaded = (BTreeSet<IpNet>, Validators, SystemTime);
+
 /// Reads a saved set: `Ok(None)` when there is none, `Err` with the reason when it is corrupt.
-pub fn load(path: &Path) -> Result<Option<(BTreeSet<IpNet>, Validators, SystemTime)>, String> {
+pub fn load(path: &Path) -> Result<Option<Loaded>, StateFileError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(source) => {
+            return Err(StateFileError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
-    let saved: Saved = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let saved: Saved = serde_json::from_slice(&bytes).map_err(|source| StateFileError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let prefixes = saved
         .prefixes
         .iter()
         .map(|p| {
-            p.parse::<IpNet>()
-                .map_err(|_| format!("{}: `{p}` is not a prefix", path.display()))
+            p.parse::<IpNet>().map_err(|_| StateFileError::Prefix {
+                path: path.to_path_buf(),
+                prefix: p.clone(),
+            })
         })
         .collect::<Result<BTreeSet<_>, _>>()?;
     Ok(Some((
