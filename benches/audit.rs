@@ -38,6 +38,7 @@ fn inputs() -> (Config, BTreeSet<IpNet>) {
             comment: None,
             file: 0,
             line: u64::from(j),
+            broad: false,
         })
         .collect();
     let target = Target {
@@ -51,6 +52,7 @@ fn inputs() -> (Config, BTreeSet<IpNet>) {
         dns_queries: 1,
         dns_retention: std::time::Duration::ZERO,
         static_addresses: BTreeSet::new(),
+        allow_local_addresses: false,
         published: Vec::new(),
         whitelist_file: Some(0),
     };
@@ -70,7 +72,7 @@ fn bench(c: &mut Criterion) {
     let (config, published) = inputs();
     let config = Arc::new(config);
     let (addresses, probed, results) = (BTreeSet::<IpAddr>::new(), BTreeSet::<IpAddr>::new(), BTreeMap::new());
-    let probe_errors = BTreeMap::new();
+    let (probe_errors, bogus) = (BTreeMap::new(), BTreeMap::new());
     // Every published prefix is above the probe cap: audited against the whitelist, not probed.
     let input = || TargetInput {
         published: &addresses,
@@ -80,6 +82,7 @@ fn bench(c: &mut Criterion) {
         results: &results,
         changes: (0, 0),
         probe_errors: &probe_errors,
+        bogus: &bogus,
     };
     let mut group = c.benchmark_group("audit");
     group.sample_size(10);

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{self, Config, ConfigError};
+use crate::core::outcome::ProbeState;
 use crate::core::state::{Change, Snapshot, State, SweepStatus, TargetId};
 use crate::discovery::Discovery;
 use crate::prefix::prefix_label;
@@ -261,14 +262,62 @@ fn interleave(state: &State) -> Vec<(TargetId, IpAddr)> {
     }
 }
 
-/// One refresh and one sweep, as fast as the bounds allow: `check`.
-pub async fn check_once<N: Network>(config: Config, network: Arc<N>) -> Arc<Snapshot> {
+/// How far `check` has come, for a person waiting at a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Whether the sources are still being asked (before any probe).
+    pub discovering: bool,
+    /// Addresses with a result, of those to probe.
+    pub done: usize,
+    pub total: usize,
+    pub open: usize,
+    pub elapsed: Duration,
+}
+
+/// Receives [`Progress`] once a second while `check` runs.
+pub type ProgressReport = Box<dyn Fn(Progress) + Send + Sync>;
+
+/// One refresh and one sweep, as fast as the bounds allow: `check`. `progress`, if any, hears how
+/// far it has come once a second, from the first second on.
+pub async fn check_once<N: Network>(
+    config: Config,
+    network: Arc<N>,
+    progress: Option<ProgressReport>,
+) -> Arc<Snapshot> {
     let config = Arc::new(config);
     let shared = Shared::new(Arc::clone(&config));
+    let discovering = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ticker = progress.map(|report| {
+        let (shared, discovering) = (Arc::clone(&shared), Arc::clone(&discovering));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut every = tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let (done, total, open) = shared.with_state(|state| {
+                    state.targets.iter().fold((0, 0, 0), |(done, total, open), t| {
+                        let up = t.results.values().filter(|r| r.state == ProbeState::Open).count();
+                        (done + t.results.len(), total + t.probed.len(), open + up)
+                    })
+                });
+                report(Progress {
+                    discovering: discovering.load(std::sync::atomic::Ordering::Relaxed),
+                    done,
+                    total,
+                    open,
+                    elapsed: started.elapsed(),
+                });
+            }
+        })
+    });
     let discovery = Discovery::new();
     restore(&shared, &discovery);
     refresh(&shared, &discovery, false).await;
+    discovering.store(false, std::sync::atomic::Ordering::Relaxed);
     sweep(Arc::clone(&shared), network, Limits::new(&config), None, true).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
     shared.snapshot()
 }
 
@@ -376,7 +425,7 @@ mod tests {
     use tokio::io::DuplexStream;
 
     use super::*;
-    use crate::core::outcome::{LocalFault, ProbeState};
+    use crate::core::outcome::LocalFault;
 
     /// How the scripted network answers a connect to one address.
     #[derive(Debug, Clone, Copy)]
@@ -526,7 +575,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_address_still_being_probed_is_not_probed_twice() {
-        let config = config("attempts: 1, timeout: 100s", &["192.0.2.1", "192.0.2.2"]);
+        let config = config("attempts: 1, timeout: 50s", &["192.0.2.1", "192.0.2.2"]);
         let network = Scripted::new([("192.0.2.1", Answer::Hang), ("192.0.2.2", INSTANT)]);
         let shared = Shared::new(Arc::clone(&config));
         let first = tokio::spawn(sweep(

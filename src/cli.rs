@@ -2,7 +2,8 @@
 //! (or a failed source) in `check`, 2 bad input.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -61,6 +62,60 @@ pub enum Command {
     Check(CheckArgs),
     /// Check the configuration and whitelist files; exit 0 or 2.
     Validate(ValidateArgs),
+    /// A vendor pool, a whitelist and every finding on loopback: see it work, no network, no
+    /// configuration needed.
+    Demo(DemoArgs),
+}
+
+/// Flags of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to serve /metrics on (loopback: the demo is for you).
+    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = "127.0.0.1:10022", value_parser = ListenAddress::parse)]
+    pub listen_address: ListenAddress,
+}
+
+/// Where the HTTP endpoints listen: `IP:PORT`, `[IPv6]:PORT`, or `:PORT` for every interface (the
+/// form every Prometheus exporter accepts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// `:PORT`: IPv6 and IPv4 on every interface, or IPv4 alone where the host has no IPv6.
+    Any(u16),
+    At(SocketAddr),
+}
+
+impl ListenAddress {
+    /// Parses `IP:PORT`, `[IPv6]:PORT` or `:PORT`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(port) = text.strip_prefix(':') {
+            return port
+                .parse()
+                .map(Self::Any)
+                .map_err(|_| format!("invalid port in `{text}`: write :10022, 0.0.0.0:10022 or [::1]:10022"));
+        }
+        text.parse()
+            .map(Self::At)
+            .map_err(|_| format!("invalid listen address `{text}`: write :10022, 0.0.0.0:10022 or [::1]:10022"))
+    }
+
+    async fn bind(self) -> std::io::Result<tokio::net::TcpListener> {
+        match self {
+            Self::At(address) => tokio::net::TcpListener::bind(address).await,
+            Self::Any(port) => match tokio::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port)).await {
+                Ok(listener) => Ok(listener),
+                Err(_) => tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Any(port) => write!(f, ":{port}"),
+            Self::At(address) => write!(f, "{address}"),
+        }
+    }
 }
 
 /// Flags of `serve`.
@@ -69,9 +124,10 @@ pub struct ServeArgs {
     /// The configuration file.
     #[arg(long = "config.file", value_name = "FILE")]
     pub config_file: PathBuf,
-    /// Address to serve /metrics, /-/healthy, /-/ready and /-/reload on.
-    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = defaults::LISTEN_ADDRESS)]
-    pub listen_address: SocketAddr,
+    /// Address to serve /metrics, /-/healthy, /-/ready and /-/reload on: IP:PORT, [IPv6]:PORT, or
+    /// :PORT for every interface.
+    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = defaults::LISTEN_ADDRESS, value_parser = ListenAddress::parse)]
+    pub listen_address: ListenAddress,
 }
 
 /// Flags of `validate`.
@@ -84,33 +140,53 @@ pub struct ValidateArgs {
 
 /// Flags of `check`.
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("source").required(true).args(["config_file", "host"]))]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(true).args(["config_file", "host", "static_addresses"]))]
 pub struct CheckArgs {
-    /// The configuration file.
+    /// The configuration file. The flags below then cannot be used: the file says it all.
     #[arg(long = "config.file", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
-    /// Check this host name without a configuration file.
+    /// Check this host name (every A and AAAA address) without a configuration file. An address
+    /// here is taken as --static.
     #[arg(long, value_name = "NAME", conflicts_with = "config_file")]
     pub host: Option<String>,
-    /// With --host: the port to probe.
-    #[arg(long, value_name = "N", default_value_t = defaults::PORT, requires = "host", value_parser = clap::value_parser!(u16).range(1..))]
+    /// An address to check besides (or instead of) the host's; repeat for several.
+    #[arg(long = "static", value_name = "ADDR", conflicts_with = "config_file")]
+    pub static_addresses: Vec<IpAddr>,
+    /// The target's name in the output and the whitelist's `target:` [default: the host, or the first address].
+    #[arg(long, value_name = "NAME", conflicts_with = "config_file")]
+    pub name: Option<String>,
+    /// The port to probe.
+    #[arg(long, value_name = "N", default_value_t = defaults::PORT, conflicts_with = "config_file", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
-    /// With --host: the declared whitelist to diff against. Without it, every published address
-    /// is expected to be open and only `blocked` is reported.
-    #[arg(long, value_name = "FILE", requires = "host")]
+    /// The declared whitelist to diff against. Without it, every published address is expected to
+    /// be open and only `blocked` is reported.
+    #[arg(long, value_name = "FILE", conflicts_with = "config_file")]
     pub whitelist: Option<PathBuf>,
-    /// With --host: a resolver, `system`, IP, IP:PORT or [IPv6]:PORT; repeat for several.
-    #[arg(long, value_name = "ADDR", requires = "host", value_parser = ResolverSpec::parse)]
+    /// A resolver: `system` (resolv.conf and /etc/hosts), IP, IP:PORT or [IPv6]:PORT; repeat for several [default: system].
+    #[arg(long, value_name = "ADDR", conflicts_with = "config_file", value_parser = ResolverSpec::parse)]
     pub resolver: Vec<ResolverSpec>,
-    /// With --host: what to check on top of the TCP handshake.
-    #[arg(long, value_parser = check_kinds(), default_value = "ssh", requires = "host")]
+    /// Ask DNS for IPv4 (A) only.
+    #[arg(short = '4', conflicts_with_all = ["config_file", "ipv6_only"])]
+    pub ipv4_only: bool,
+    /// Ask DNS for IPv6 (AAAA) only.
+    #[arg(short = '6', conflicts_with = "config_file")]
+    pub ipv6_only: bool,
+    /// Probe loopback addresses that DNS returns (an SSH tunnel, a lab) instead of reporting them as
+    /// `bogus_address`. `localhost` names need no flag.
+    #[arg(long, conflicts_with = "config_file")]
+    pub allow_local: bool,
+    /// What to check on top of the TCP handshake.
+    #[arg(long, value_parser = check_kinds(), default_value = "ssh", conflicts_with = "config_file")]
     pub check: CheckKind,
-    /// With --host: one attempt's timeout.
-    #[arg(long, value_name = "DURATION", requires = "host", value_parser = humantime::parse_duration)]
-    pub timeout: Option<Duration>,
-    /// With --host: attempts per address.
-    #[arg(long, value_name = "N", requires = "host", value_parser = clap::value_parser!(u32).range(1..))]
-    pub attempts: Option<u32>,
+    /// One attempt's timeout (shorter than the daemon's 10s: someone is waiting).
+    #[arg(long, value_name = "DURATION", default_value = "3s", conflicts_with = "config_file", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Attempts per address; the first success ends them.
+    #[arg(long, value_name = "N", default_value_t = 2, conflicts_with = "config_file", value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub attempts: u32,
+    /// Pause between two attempts at one address.
+    #[arg(long, value_name = "DURATION", default_value = "1s", conflicts_with = "config_file", value_parser = humantime::parse_duration)]
+    pub retry_delay: Duration,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
@@ -162,6 +238,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Command::Check(args) => check(args).await,
         Command::Serve(args) => serve(args).await,
+        Command::Demo(args) => demo(args).await,
     }
 }
 
@@ -171,16 +248,28 @@ fn bad_input(err: &ConfigError) -> ExitCode {
 }
 
 async fn check(args: CheckArgs) -> ExitCode {
-    let loaded = match (&args.config_file, &args.host) {
-        (Some(file), _) => config::load(file),
-        (None, Some(host)) => config_from_flags(host, &args),
-        (None, None) => unreachable!("clap requires --config.file or --host"),
+    let config = match &args.config_file {
+        Some(file) => match config::load(file) {
+            Ok(config) => config,
+            Err(err) => return bad_input(&err),
+        },
+        None => match config_from_flags(&args) {
+            Ok(config) => config,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        },
     };
-    let config = match loaded {
-        Ok(config) => config,
-        Err(err) => return bad_input(&err),
-    };
-    let snapshot = app::check_once(config, Arc::new(Os)).await;
+    let progress: Option<app::ProgressReport> = std::io::stderr()
+        .is_terminal()
+        .then(|| Box::new(show_progress) as app::ProgressReport);
+    let shown = progress.is_some();
+    let snapshot = app::check_once(config, Arc::new(Os), progress).await;
+    if shown {
+        // Clear the progress line before the table.
+        eprint!("\r\x1b[2K");
+    }
     let report = &snapshot.report;
     match args.output {
         OutputFormat::Table => print!("{}", output::table(report)),
@@ -193,21 +282,51 @@ async fn check(args: CheckArgs) -> ExitCode {
     }
 }
 
-/// Builds a one-target configuration from `check --host` flags, through the same loader as a
-/// file, so the same validation applies.
-fn config_from_flags(host: &str, args: &CheckArgs) -> Result<Config, ConfigError> {
-    let quote = |s: &str| serde_json::to_string(s).expect("string serializes");
-    let mut yaml = String::from("global:\n");
-    if let Some(timeout) = args.timeout {
-        let _ = writeln!(
-            yaml,
-            "  timeout: {}",
-            quote(&humantime::format_duration(timeout).to_string())
+/// One line on stderr, rewritten in place: where `check` is and how long it has taken.
+fn show_progress(progress: app::Progress) {
+    let elapsed = progress.elapsed.as_secs();
+    if progress.discovering {
+        eprint!("\r\x1b[2Kasking DNS and the published lists... {elapsed}s");
+    } else {
+        eprint!(
+            "\r\x1b[2Kprobed {} of {} addresses, {} open... {elapsed}s",
+            progress.done, progress.total, progress.open
         );
     }
-    if let Some(attempts) = args.attempts {
-        let _ = writeln!(yaml, "  attempts: {attempts}");
+}
+
+/// Builds a one-target configuration from `check`'s flags, through the same loader as a file, so
+/// the same validation applies; a refusal names the flag, not a file the user never wrote.
+fn config_from_flags(args: &CheckArgs) -> Result<Config, String> {
+    let quote = |s: &str| serde_json::to_string(s).expect("string serializes");
+    let (host, mut statics) = match args.host.as_deref().map(str::trim) {
+        // An address given as the host is what the user wants checked: a static address.
+        Some(text) => match text.parse::<IpAddr>() {
+            Ok(ip) => (None, vec![ip]),
+            Err(_) => (Some(text.trim_end_matches('.')), Vec::new()),
+        },
+        None => (None, Vec::new()),
+    };
+    statics.extend(&args.static_addresses);
+    if let Some(host) = host
+        && (host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+    {
+        return Err(format!("--host `{host}` is not a host name or an address"));
     }
+    let name = match (&args.name, host, statics.first()) {
+        (Some(name), _, _) => name.clone(),
+        (None, Some(host), _) => host.to_string(),
+        (None, None, Some(ip)) => ip.to_string(),
+        (None, None, None) => return Err("give --host NAME or --static ADDR".into()),
+    };
+    let mut yaml = String::from("global:\n");
+    let duration = |d: Duration| quote(&humantime::format_duration(d).to_string());
+    let _ = writeln!(yaml, "  timeout: {}", duration(args.timeout));
+    let _ = writeln!(yaml, "  attempts: {}", args.attempts);
+    let _ = writeln!(yaml, "  retry_delay: {}", duration(args.retry_delay));
     if let Some(whitelist) = &args.whitelist {
         let _ = writeln!(yaml, "  whitelist: {}", quote(&whitelist.to_string_lossy()));
     }
@@ -217,14 +336,57 @@ fn config_from_flags(host: &str, args: &CheckArgs) -> Result<Config, ConfigError
     }
     let _ = writeln!(
         yaml,
-        "targets:\n  - name: {name}\n    host: {name}\n    port: {port}\n    check: {check}",
-        name = quote(host),
-        port = args.port,
-        check = args.check.as_label(),
+        "targets:\n  - name: {}\n    port: {}\n    check: {}",
+        quote(&name),
+        args.port,
+        args.check.as_label()
     );
-    let origin = Path::new("--host");
-    let raw = config::parse_yaml(origin, &yaml)?;
-    config::build(origin, &raw)
+    if let Some(host) = host {
+        let _ = writeln!(yaml, "    host: {}", quote(host));
+    }
+    if !statics.is_empty() {
+        let list: Vec<String> = statics.iter().map(|ip| quote(&ip.to_string())).collect();
+        let _ = writeln!(yaml, "    static: [{}]", list.join(", "));
+    }
+    if args.allow_local {
+        yaml.push_str("    allow_local_addresses: true\n");
+    }
+    if args.ipv4_only || args.ipv6_only {
+        let family = if args.ipv4_only { "ipv4" } else { "ipv6" };
+        let _ = writeln!(yaml, "    address_families: [{family}]");
+    }
+    let origin = Path::new("the command line");
+    let raw = config::parse_yaml(origin, &yaml).map_err(|e| e.message)?;
+    config::build(origin, &raw).map_err(|e| flag_message(&e))
+}
+
+/// A refusal of a generated configuration, in terms of the flag that caused it.
+fn flag_message(err: &ConfigError) -> String {
+    let key = err.key.as_deref().unwrap_or_default();
+    let flag = [
+        ("global.whitelist", "--whitelist"),
+        ("global.timeout", "--timeout"),
+        ("global.retry_delay", "--retry-delay"),
+        ("global.attempts", "--attempts"),
+        ("global.resolvers", "--resolver"),
+        (".name", "--name"),
+        (".static", "--static"),
+        (".host", "--host"),
+        (".port", "--port"),
+    ]
+    .iter()
+    .find(|(part, _)| key.contains(part))
+    .map_or("", |(_, flag)| *flag);
+    if err.file == Path::new("the command line") {
+        if flag.is_empty() {
+            err.message.clone()
+        } else {
+            format!("{flag}: {}", err.message)
+        }
+    } else {
+        // The whitelist file's own refusal: its file, line and key are the user's.
+        err.summary()
+    }
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
@@ -232,7 +394,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(config) => Arc::new(config),
         Err(err) => return bad_input(&err),
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen_address).await {
+    let listener = match args.listen_address.bind().await {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!("error: cannot listen on {}: {err}", args.listen_address);
@@ -278,6 +440,24 @@ async fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::from(EXIT_FINDINGS)
         }
     }
+}
+
+async fn demo(args: DemoArgs) -> ExitCode {
+    let lab = match crate::demo::Lab::start() {
+        Ok(lab) => lab,
+        Err(err) => {
+            eprintln!("error: cannot start the demo's listeners on 127.0.0.11-17: {err}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    print!("{}", lab.describe(&args.listen_address.to_string()));
+    let code = serve(ServeArgs {
+        config_file: lab.config.clone(),
+        listen_address: args.listen_address,
+    })
+    .await;
+    drop(lab);
+    code
 }
 
 async fn forward_sighup(reloads: mpsc::Sender<app::ReloadRequest>) {

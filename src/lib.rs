@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod discovery;
 pub mod http;
 pub mod logging;

@@ -169,6 +169,14 @@ label_set!(
     UncoveredLabels { target: &'a str, prefix: Prefix<'a>, uncovered: Prefix<'a>, port: u16 }
 );
 label_set!(
+    /// An address a source returned that is never a vendor's.
+    BogusLabels { target: &'a str, ip: Ip, source: &'static str }
+);
+label_set!(
+    /// One address family of a target's DNS source.
+    FamilyLabels { target: &'a str, family: &'static str }
+);
+label_set!(
     /// The running version.
     BuildLabels { version: &'a str }
 );
@@ -350,6 +358,12 @@ fn encode_addresses(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         }),
     )?;
     encode_info(&addresses, e)?;
+    encode_bogus(&addresses, e)?;
+    encode_whitelist(report, e)
+}
+
+/// The whitelist entry families.
+fn encode_whitelist(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     gauge(
         e,
         "whitelist_audit_whitelist_entry_unused",
@@ -360,6 +374,36 @@ fn encode_addresses(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
                 port: u.port,
             };
             (labels, flag(u.unused))
+        }),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_whitelist_entry_broad",
+        "1 for a whitelist entry shorter than global.broad_entry_prefix: it covers so much that no address inside it is ever reported missing.",
+        report.whitelist_entries.iter().filter(|u| u.broad).map(|u| {
+            let labels = EntryLabels {
+                entry: &u.entry,
+                port: u.port,
+            };
+            (labels, 1.0)
+        }),
+    )
+}
+
+/// Addresses a source returned that are never a vendor's.
+fn encode_bogus(addresses: &[&AddressReport], e: &mut DescriptorEncoder) -> fmt::Result {
+    gauge(
+        e,
+        "whitelist_audit_bogus_address",
+        "1 for an address DNS or a published list returned that is never a vendor's (unspecified, loopback, link-local, multicast): not probed.",
+        addresses.iter().filter_map(|a| {
+            let bogus = a.bogus?;
+            let labels = BogusLabels {
+                target: &a.target,
+                ip: Ip(a.ip),
+                source: bogus.source.as_label(),
+            };
+            Some((labels, 1.0))
         }),
     )
 }
@@ -465,6 +509,22 @@ fn encode_sources(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         "whitelist_audit_source_last_success_timestamp_seconds",
         "When the source last refreshed successfully.",
         sources().filter_map(|l| l.source.last_success.map(|at| (l, unix_seconds(at)))),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_dns_family_up",
+        "1 if the family's (A, AAAA) last DNS refresh succeeded, else 0; the other family's answers count either way.",
+        report.targets.iter().flat_map(|t| {
+            t.sources.iter().flat_map(move |s| {
+                s.families.iter().map(move |(family, up)| {
+                    let labels = FamilyLabels {
+                        target: &t.target,
+                        family: family.as_label(),
+                    };
+                    (labels, flag(*up))
+                })
+            })
+        }),
     )?;
     counter(
         e,

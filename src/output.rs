@@ -7,9 +7,10 @@ use serde::Serialize;
 
 use crate::config::whitelist::EntryUsage;
 use crate::core::audit::{AddressReport, Counts, PrefixReport, Report};
+use crate::core::dns_book::Family;
 use crate::core::finding::{Finding, FindingCounts};
 use crate::core::outcome::ProbeState;
-use crate::core::source::SourceReport;
+use crate::core::source::{SourceKind, SourceReport};
 use crate::prefix::prefix_label;
 
 /// What `check` prints as JSON.
@@ -127,7 +128,23 @@ fn row(address: &AddressReport) -> [String; 10] {
             p.attempts.to_string(),
             p.describe(),
         ),
-        None => ("-".into(), "-".into(), "-".into(), "not probed".into()),
+        None => match address.bogus {
+            Some(bogus) => (
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                format!(
+                    "not probed: {} returned it, and it is {}",
+                    match bogus.source {
+                        SourceKind::Dns => "DNS",
+                        SourceKind::Static => "the configuration",
+                        SourceKind::Published => "a published list",
+                    },
+                    bogus.why
+                ),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "not probed".into()),
+        },
     };
     [
         address.target.clone(),
@@ -151,13 +168,25 @@ fn warnings(report: &Report, out: &mut String) {
     let mut hidden = 0;
     for target in &report.targets {
         for source in target.sources.iter().filter(|s| s.up == Some(false)) {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "warning: {} {} failed, keeping its last good set: {}",
                 target.target,
                 source.name(),
                 source.last_error.as_deref().unwrap_or("unknown error")
             );
+            // One family failing while the other answers: say that its answers count, and how
+            // to leave the failing family out.
+            if let [(a, true), (_, false)] | [(_, false), (a, true)] = source.families.as_slice() {
+                let flag = if *a == Family::Ipv4 { "-4" } else { "-6" };
+                let _ = write!(
+                    out,
+                    " ({} answers kept; `address_families` or {flag} asks for {} only)",
+                    a.record_type(),
+                    a.as_label()
+                );
+            }
+            out.push('\n');
         }
         if target.addresses.is_empty() && target.prefixes.is_empty() {
             let _ = writeln!(out, "warning: {} has no address to probe", target.target);

@@ -7,6 +7,28 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixSet;
 
+/// `ip` in the form the audit compares: an IPv4-mapped IPv6 address (`::ffff:198.51.100.7`) is the
+/// IPv4 address it carries. A dual-stack socket reaches the same host either way, so counting both
+/// forms would list one vendor address twice and leave one of them looking undeclared.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// `net` in the form the audit compares: a prefix inside `::ffff:0:0/96` is the IPv4 prefix it
+/// maps (`::ffff:198.51.100.0/120` is `198.51.100.0/24`), for the reason given at [`canonical_ip`].
+pub fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).expect("at most 32 bits")),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
 /// Canonical text of a prefix: a bare address for /32 and /128.
 pub fn prefix_label(prefix: &IpNet) -> String {
     if prefix.prefix_len() == prefix.max_prefix_len() {
@@ -163,6 +185,44 @@ mod tests {
         assert_eq!(i.uncovered(net("203.0.113.0/24")), vec![net("203.0.113.0/24")]);
         let v6 = index(&["2001:db8::/33"]);
         assert_eq!(v6.uncovered(net("2001:db8::/32")), vec![net("2001:db8:8000::/33")]);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(canonical_ip(ip("::ffff:198.51.100.7")), ip("198.51.100.7"));
+        assert_eq!(canonical_ip(ip("::FFFF:c633:6407")), ip("198.51.100.7"), "hex spelling");
+        for unchanged in [
+            "198.51.100.7",
+            "2001:db8::7",
+            "::1",
+            "::",
+            "::198.51.100.7",
+            "64:ff9b::c633:6407",
+        ] {
+            assert_eq!(canonical_ip(ip(unchanged)), ip(unchanged), "{unchanged}");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_prefixes_are_ipv4() {
+        assert_eq!(canonical_net(net("::ffff:198.51.100.7/128")), net("198.51.100.7/32"));
+        assert_eq!(canonical_net(net("::ffff:198.51.100.0/120")), net("198.51.100.0/24"));
+        assert_eq!(
+            canonical_net(net("::ffff:0:0/96")),
+            net("0.0.0.0/0"),
+            "the whole mapped range is all of IPv4"
+        );
+        for unchanged in [
+            "::ffff:0:0/95",
+            "::/0",
+            "2001:db8::/32",
+            "198.51.100.0/24",
+            "::198.51.100.0/120",
+            "::1:ffff:0:0/96",
+        ] {
+            assert_eq!(canonical_net(net(unchanged)), net(unchanged), "{unchanged}");
+        }
     }
 
     #[test]

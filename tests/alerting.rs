@@ -118,7 +118,7 @@ fn build(lab: &mut Lab) {
     let config = lab.write(
         "audit.yml",
         &format!(
-            "global:\n  interval: 1s\n  timeout: 1s\n  attempts: 1\n  whitelist: whitelist.yml\ntargets:\n  - name: vendor-sftp\n    host: {HOST}\n    resolvers: [\"192.0.2.53:5353\"]\n    dns_queries: 1\n  - name: vendor-list\n    published:\n      - path: vendor-list.txt\n"
+            "global:\n  interval: 1s\n  timeout: 500ms\n  attempts: 1\n  whitelist: whitelist.yml\ntargets:\n  - name: vendor-sftp\n    host: {HOST}\n    resolvers: [\"192.0.2.53:5353\"]\n    dns_queries: 1\n  - name: vendor-list\n    published:\n      - path: vendor-list.txt\n"
         ),
     );
     lab.serve(&config, "127.0.0.1:10022");

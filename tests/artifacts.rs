@@ -45,7 +45,7 @@ fn real_scrape() -> String {
     .unwrap();
     std::fs::write(
         dir.join("c.yml"),
-        "global:\n  interval: 1s\n  timeout: 1s\n  attempts: 1\n  whitelist: wl.yml\ntargets:\n  - name: loop\n    host: localhost\n    port: 1\n    static: [127.0.0.9]\n",
+        "global:\n  interval: 1s\n  timeout: 500ms\n  attempts: 1\n  whitelist: wl.yml\ntargets:\n  - name: loop\n    host: localhost\n    port: 1\n    static: [127.0.0.9]\n",
     )
     .unwrap();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -27,6 +27,18 @@ const INVALID: &[(&str, &str)] = &[
         "4:11: targets[0].port: invalid port 70000: write a whole number from 1 to 65535",
     ),
     (
+        "broad-prefix-ipv4.yml",
+        "3:11: global.broad_entry_prefix.ipv4: invalid prefix length 33: write a whole number from 0 to 32 (an IPv4 address has 32 bits)",
+    ),
+    (
+        "broad-prefix-ipv6.yml",
+        "2:30: global.broad_entry_prefix.ipv6: invalid prefix length 129: write a whole number from 0 to 128 (an IPv6 address has 128 bits)",
+    ),
+    (
+        "broad-prefix-unknown-key.yml",
+        "2:43: global.broad_entry_prefix.ipv7: unknown field `ipv7`, expected one of ipv4, ipv6",
+    ),
+    (
         "bad-resolver.yml",
         "2:15: global.resolvers[0]: invalid resolver `dns.example.com`: write `system`, an IP address, IP:PORT or [IPv6]:PORT",
     ),
@@ -40,6 +52,18 @@ const INVALID: &[(&str, &str)] = &[
         "3:11: targets[0].host: `198.51.100.7` is an address, not a host name: list it under `static`",
     ),
     (
+        "interval-not-longer-than-default-timeout.yml",
+        "2:13: global.timeout (10s, the default) must be shorter than global.interval (5s): a probe would still run when the next one starts",
+    ),
+    (
+        "interval-too-long.yml",
+        "2:13: global.interval (48h) must be from 1s to 24h: every address is probed once per interval, and a longer one leaves a closed or new address unseen for more than a day",
+    ),
+    (
+        "interval-too-short.yml",
+        "2:13: global.interval (1ns) must be from 1s to 24h: every address is probed once per interval, and more than one connection a second to each vendor address floods its server",
+    ),
+    (
         "invalid-static-address.yml",
         "3:14: targets[0].static[0]: invalid address or CIDR `198.51.100.300`: write 198.51.100.7, 198.51.100.0/28 or 2001:db8::/64",
     ),
@@ -49,24 +73,84 @@ const INVALID: &[(&str, &str)] = &[
     ),
     ("no-targets.yml", ": targets: no targets: list at least one"),
     (
+        "quoted-attempts-not-a-number.yml",
+        "2:13: global.attempts: invalid count `3 times`: write a whole number from 1 to 10",
+    ),
+    (
+        "quoted-port-not-a-number.yml",
+        "4:11: targets[0].port: invalid port `ssh`: write a whole number from 1 to 65535",
+    ),
+    (
+        "quoted-port-out-of-range.yml",
+        "4:11: targets[0].port: invalid port 70000: write a whole number from 1 to 65535",
+    ),
+    (
+        "retry-delay-longer-than-interval.yml",
+        "4:16: global.retry_delay (60s) must be at most global.interval (30s): a retry would wait past the next probe of the same address",
+    ),
+    (
+        "static-broadcast.yml",
+        "3:14: targets[0].static[0]: `255.255.255.255` is the broadcast address, not a vendor's: TCP cannot connect to it",
+    ),
+    (
+        "static-multicast.yml",
+        "3:14: targets[0].static[0]: `224.0.0.251` is a multicast address, not a vendor's: TCP cannot connect to it",
+    ),
+    (
         "static-prefix.yml",
         "3:14: targets[0].static[0]: `198.51.100.0/28` is a prefix: `static` takes single addresses (198.51.100.7)",
+    ),
+    (
+        "static-unspecified.yml",
+        "3:28: targets[0].static[1]: `::` is the unspecified address, not a vendor's: a connection to it reaches this host",
+    ),
+    (
+        "target-name-newline.yml",
+        "2:11: targets[0].name: target name `vendor\\nsftp` contains a control character (a newline, a tab, ...): it becomes the `target` label and a column of `check`'s table, which must stay on one line",
+    ),
+    (
+        "target-name-tab.yml",
+        "2:11: targets[0].name: target name `vendor\\tsftp` contains a control character (a newline, a tab, ...): it becomes the `target` label and a column of `check`'s table, which must stay on one line",
+    ),
+    (
+        "target-name-too-long.yml",
+        "2:11: targets[0].name: target name `vendor-sftp-vendor-sftp-...` is 132 characters long: write at most 128, it becomes the `target` label and a column of `check`'s table",
     ),
     (
         "target-without-addresses.yml",
         "2:11: targets[0]: target `a` has no addresses: set `host`, `static` or `published`",
     ),
     (
+        "timeout-not-shorter-than-interval.yml",
+        "3:12: global.timeout (45s) must be shorter than global.interval (30s): a probe would still run when the next one starts",
+    ),
+    (
+        "timeout-too-long.yml",
+        "3:12: global.timeout (2m) must be from 100ms to 60s: a server that has not answered in a minute is not answering, and a longer wait only holds a probe slot",
+    ),
+    (
+        "timeout-too-short.yml",
+        "2:12: global.timeout (50ms) must be from 100ms to 60s: a shorter one reports a distant but healthy server as a timeout",
+    ),
+    (
+        "too-many-attempts.yml",
+        "2:13: global.attempts: invalid count 11: write a whole number from 1 to 10 (more attempts only add connections to an address that is down)",
+    ),
+    (
+        "too-much-concurrency.yml",
+        "2:16: global.concurrency: invalid count 70000: write a whole number from 1 to 65536 (each probe in flight holds a socket and a source port, and a host has 65536 ports)",
+    ),
+    (
         "unknown-key.yml",
-        "2:3: global.intervall: unknown field `intervall`, expected one of interval, timeout, attempts, retry_delay, concurrency, per_target_concurrency, resolvers, whitelist, state_dir, max_probe_addresses_per_prefix",
+        "2:3: global.intervall: unknown field `intervall`, expected one of interval, timeout, attempts, retry_delay, concurrency, per_target_concurrency, resolvers, whitelist, state_dir, max_probe_addresses_per_prefix, broad_entry_prefix",
     ),
     (
         "unknown-target-key.yml",
-        "3:5: targets[0].hostname: unknown field `hostname`, expected one of name, host, port, check, resolvers, address_families, dns_queries, dns_retention, static, whitelist, published",
+        "3:5: targets[0].hostname: unknown field `hostname`, expected one of name, host, port, check, resolvers, address_families, dns_queries, dns_retention, static, whitelist, published, allow_local_addresses",
     ),
     (
         "wrong-type.yml",
-        "2:13: global.attempts: invalid count `three`: write a whole number from 1 to 1000000000",
+        "2:13: global.attempts: invalid count `three`: write a whole number from 1 to 10",
     ),
     ("yaml-syntax.yml", "3:11: targets[0]: unclosed quote"),
     (
@@ -75,9 +159,16 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "zero-concurrency.yml",
-        "2:16: global.concurrency: invalid count 0: write a whole number from 1 to 1000000000",
+        "2:16: global.concurrency: invalid count 0: write a whole number from 1 to 65536",
     ),
-    ("zero-interval.yml", "2:13: global.interval: must be greater than zero"),
+    (
+        "zero-interval.yml",
+        "2:13: global.interval (0s) must be from 1s to 24h: every address is probed once per interval, and more than one connection a second to each vendor address floods its server",
+    ),
+    (
+        "zero-per-target-concurrency.yml",
+        "2:27: global.per_target_concurrency: invalid count 0: write a whole number from 1 to 65536",
+    ),
 ];
 
 /// Invalid whitelists: the error names the whitelist file, not the configuration.
@@ -103,6 +194,14 @@ const INVALID_WHITELIST: &[(&str, &str)] = &[
         "2:34: allow[0].addresses[1]: invalid address or CIDR `203.0.113.0/33`: write 198.51.100.7, 198.51.100.0/28 or 2001:db8::/64",
     ),
     (
+        "wl-leading-zero.yml",
+        "2:34: allow[0].addresses[1]: `010.0.0.0/8` has a leading zero, which some tools read as octal: write 10.0.0.0/8",
+    ),
+    (
+        "wl-quoted-port-not-a-number.yml",
+        "3:19: allow[0].ports[1]: invalid port `ssh`: write a whole number from 1 to 65535",
+    ),
+    (
         "wl-unknown-key.yml",
         "3:5: allow[0].port: unknown field `port`, expected one of addresses, ports, target, comment",
     ),
@@ -115,22 +214,30 @@ const INVALID_WHITELIST: &[(&str, &str)] = &[
 #[test]
 fn every_invalid_config_is_refused_with_its_message() {
     let dir = Path::new("tests/fixtures/invalid");
+    // Every mismatch at once: a reworded rule usually changes several.
+    let mut mismatches = Vec::new();
+    let mut check = |file: &str, loaded: Result<config::Config, config::ConfigError>, expected: String| match loaded {
+        Ok(_) => mismatches.push(format!("{file}: accepted, expected {expected}")),
+        Err(err) if err.summary() != expected => {
+            mismatches.push(format!("{file}:\n  got      {}\n  expected {expected}", err.summary()));
+        }
+        Err(_) => {}
+    };
     for (file, expected) in INVALID {
         let path = dir.join(file);
-        let err = config::load(&path).expect_err(file);
         let prefix = if expected.starts_with(':') {
             path.display().to_string()
         } else {
             format!("{}:", path.display())
         };
-        assert_eq!(err.summary(), format!("{prefix}{expected}"), "{file}");
+        check(file, config::load(&path), format!("{prefix}{expected}"));
     }
     for (file, expected) in INVALID_WHITELIST {
         let path = dir.join(file);
         let whitelist = dir.join(file.replace(".yml", ".whitelist.yml"));
-        let err = config::load(&path).expect_err(file);
-        assert_eq!(err.summary(), format!("{}:{expected}", whitelist.display()), "{file}");
+        check(file, config::load(&path), format!("{}:{expected}", whitelist.display()));
     }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
 #[test]
@@ -177,6 +284,16 @@ fn shipped_example_parses_with_the_documented_values() {
     assert_eq!(g.timeout, Duration::from_secs(10));
     assert_eq!((g.attempts, g.concurrency, g.per_target_concurrency), (3, 256, 4));
     assert_eq!(g.retry_delay, Duration::from_secs(10));
+    assert_eq!(g.broad_entry_prefix, config::BroadEntryPrefix { ipv4: 16, ipv6: 32 });
+    assert_eq!(
+        config::Global {
+            state_dir: g.state_dir.clone(),
+            ..config::Global::default()
+        },
+        *g,
+        "the example shows the defaults"
+    );
+    assert_eq!(config.whitelist.broad_entries().count(), 0);
 
     let sftp = &config.targets[0];
     assert_eq!(sftp.name, "vendor-sftp");
@@ -191,6 +308,7 @@ fn shipped_example_parses_with_the_documented_values() {
     );
     assert_eq!(sftp.dns_retention, Duration::from_secs(3600));
     assert!(sftp.static_addresses.contains(&ip("198.51.100.7")));
+    assert!(!sftp.allow_local_addresses);
 
     let ftps = &config.targets[1];
     assert_eq!(
@@ -283,6 +401,373 @@ fn coverage_needs_the_port_and_containment() {
             ("203.0.113.10".into(), 22, false),
         ]
     );
+}
+
+/// Writes `files` (name, text) into a new directory and loads `c.yml` from it.
+fn load_files(files: &[(&str, &str)]) -> Result<config::Config, config::ConfigError> {
+    let dir = tempdir();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    config::load(&dir.join("c.yml"))
+}
+
+#[test]
+fn quoted_numbers_read_like_unquoted_ones() {
+    let config = |quote: &str| {
+        let q = |n: &str| format!("{quote}{n}{quote}");
+        load_files(&[
+            (
+                "c.yml",
+                &format!(
+                    "global:\n  attempts: {}\n  concurrency: {}\n  per_target_concurrency: {}\n  max_probe_addresses_per_prefix: {}\n  broad_entry_prefix: {{ipv4: {}, ipv6: {}}}\n  whitelist: wl.yml\ntargets:\n  - name: a\n    host: sftp.example.com\n    port: {}\n    dns_queries: {}\n",
+                    q("5"), q("64"), q("2"), q("16"), q("8"), q("24"), q("2222"), q("4")
+                ),
+            ),
+            ("wl.yml", &format!("allow:\n  - addresses: [198.51.100.0/28]\n    ports: [{}, {}]\n", q("2222"), q("22"))),
+        ])
+        .unwrap()
+    };
+    let (plain, quoted) = (config(""), config("\""));
+    let global = |c: &config::Config| config::Global {
+        state_dir: "state".into(),
+        ..c.global.clone()
+    };
+    assert_eq!(global(&quoted), global(&plain));
+    assert_eq!(quoted.targets, plain.targets);
+    assert_eq!(quoted.whitelist.entries, plain.whitelist.entries);
+    let (g, t) = (&quoted.global, &quoted.targets[0]);
+    assert_eq!((g.attempts, g.concurrency, g.per_target_concurrency), (5, 64, 2));
+    assert_eq!(
+        (
+            g.max_probe_addresses_per_prefix,
+            g.broad_entry_prefix.ipv4,
+            g.broad_entry_prefix.ipv6
+        ),
+        (16, 8, 24)
+    );
+    assert_eq!((t.port, t.dns_queries), (2222, 4));
+    assert_eq!(quoted.whitelist.entries[0].ports, vec![22, 2222]);
+    // Spellings of a whole number the YAML parser reads as other types, or with signs and spaces.
+    for (written, port) in [("' 22 '", 22), ("'+22'", 22), ("022", 22), ("22.0", 22)] {
+        let config = load_files(&[(
+            "c.yml",
+            &format!("targets:\n  - name: a\n    host: sftp.example.com\n    port: {written}\n"),
+        )])
+        .unwrap_or_else(|err| panic!("{written}: {err}"));
+        assert_eq!(config.targets[0].port, port, "{written}");
+    }
+    for (written, message) in [
+        ("22.5", "invalid port 22.5: write a whole number from 1 to 65535"),
+        ("'-1'", "invalid port -1: write a whole number from 1 to 65535"),
+        ("'0x16'", "invalid port `0x16`: write a whole number from 1 to 65535"),
+    ] {
+        let err = load_files(&[(
+            "c.yml",
+            &format!("targets:\n  - name: a\n    host: sftp.example.com\n    port: {written}\n"),
+        )])
+        .unwrap_err();
+        assert_eq!(err.message, message, "{written}");
+    }
+}
+
+#[test]
+fn ipv4_mapped_addresses_are_ipv4_addresses() {
+    let config = load_files(&[
+        (
+            "c.yml",
+            "global:\n  whitelist: wl.yml\ntargets:\n  - name: a\n    static: [\"::ffff:198.51.100.7\", 198.51.100.7, \"::ffff:c633:6408\"]\n",
+        ),
+        (
+            "wl.yml",
+            "allow:\n  - addresses: [\"::ffff:198.51.100.7\", \"::ffff:203.0.113.0/120\"]\n    ports: [22]\n    target: a\n",
+        ),
+    ])
+    .unwrap();
+    let a = &config.targets[0];
+    assert_eq!(
+        a.static_addresses.iter().copied().collect::<Vec<_>>(),
+        vec![ip("198.51.100.7"), ip("198.51.100.8")],
+        "one address however it is written"
+    );
+    let labels: Vec<String> = config
+        .whitelist
+        .entries
+        .iter()
+        .map(config::whitelist::Entry::label)
+        .collect();
+    assert_eq!(labels, ["198.51.100.7", "203.0.113.0/24"]);
+    assert!(config.whitelist.covers(a, ip("198.51.100.7")));
+    assert!(config.whitelist.covers(a, ip("203.0.113.200")));
+    assert!(!config.whitelist.covers(a, ip("198.51.100.8")));
+    assert_eq!(
+        config.whitelist.declared_hosts(a).into_iter().collect::<Vec<_>>(),
+        vec![ip("198.51.100.7")]
+    );
+
+    // The mapped form of an address no server has is refused like the address.
+    let err = load_files(&[("c.yml", "targets:\n  - name: a\n    static: [\"::ffff:0.0.0.0\"]\n")]).unwrap_err();
+    assert_eq!(
+        err.message,
+        "`::ffff:0.0.0.0` is the unspecified address, not a vendor's: a connection to it reaches this host"
+    );
+}
+
+#[test]
+fn local_static_addresses_stay_allowed() {
+    // Written on purpose (a tunnel, a lab, the loopback tests): they reach a real listener.
+    let config = load_files(&[(
+        "c.yml",
+        "targets:\n  - name: a\n    static: [127.0.0.1, \"::1\", 169.254.10.1, \"fe80::1\", 10.1.2.3]\n",
+    )])
+    .unwrap();
+    assert_eq!(config.targets[0].static_addresses.len(), 5);
+}
+
+#[test]
+fn timing_bounds_are_inclusive() {
+    let global = |settings: &str| {
+        load_files(&[(
+            "c.yml",
+            &format!("global: {{{settings}}}\ntargets:\n  - name: a\n    host: sftp.example.com\n"),
+        )])
+        .map(|c| c.global)
+    };
+    let g =
+        global("interval: 1s, timeout: 100ms, retry_delay: 1s, attempts: 1, concurrency: 1, per_target_concurrency: 1")
+            .unwrap();
+    assert_eq!(
+        (g.interval, g.timeout, g.retry_delay),
+        (
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            Duration::from_secs(1)
+        )
+    );
+    let g = global(
+        "interval: 24h, timeout: 60s, retry_delay: 0s, attempts: 10, concurrency: 65536, per_target_concurrency: 65536",
+    )
+    .unwrap();
+    assert_eq!(
+        (g.interval, g.timeout, g.retry_delay),
+        (Duration::from_secs(86_400), Duration::from_secs(60), Duration::ZERO)
+    );
+    assert_eq!(
+        (g.attempts, g.concurrency, g.per_target_concurrency),
+        (10, 65_536, 65_536)
+    );
+    let g = global("interval: 1s, timeout: 500ms, attempts: 1").unwrap();
+    assert_eq!(
+        g.retry_delay,
+        Duration::from_secs(10),
+        "unused without a retry, so not refused"
+    );
+    let err = global("interval: 1s, timeout: 500ms, attempts: 2").unwrap_err();
+    assert_eq!(
+        err.summary().split_once(": ").unwrap().1,
+        "global.retry_delay (10s, the default) must be at most global.interval (1s): a retry would wait past the next probe of the same address"
+    );
+    let err = global("interval: 60s, timeout: 60s").unwrap_err();
+    assert_eq!(
+        err.summary().split_once(": ").unwrap().1,
+        "global.timeout (60s) must be shorter than global.interval (60s): a probe would still run when the next one starts"
+    );
+}
+
+#[test]
+fn target_names_up_to_128_characters_are_accepted() {
+    let name = "ü".repeat(128);
+    let config = load_files(&[(
+        "c.yml",
+        &format!("targets:\n  - name: {name}\n    host: sftp.example.com\n"),
+    )])
+    .unwrap();
+    assert_eq!(config.targets[0].name, name, "characters, not bytes");
+}
+
+#[test]
+fn a_resolver_listed_twice_is_asked_once() {
+    let config = load_files(&[(
+        "c.yml",
+        "global:\n  resolvers: [192.0.2.53, system, \"192.0.2.53:53\", system]\ntargets:\n  - name: a\n    host: sftp.example.com\n",
+    )])
+    .unwrap();
+    assert_eq!(
+        config.targets[0].resolvers,
+        vec![
+            ResolverSpec::Server("192.0.2.53:53".parse().unwrap()),
+            ResolverSpec::System
+        ]
+    );
+}
+
+/// Collects what `tracing` writes while `f` runs.
+fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let value = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    (value, text)
+}
+
+#[test]
+fn broad_entries_are_kept_marked_and_logged() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("wl.yml"),
+        "allow:\n  - addresses: [0.0.0.0/0, \"::/0\"]\n    ports: [22]\n  - addresses: [10.0.0.0/8, 172.16.0.0/16, \"2001:db8::/32\", \"2001::/31\"]\n    ports: [22]\n",
+    )
+    .unwrap();
+    let config_text = "global:\n  whitelist: wl.yml\ntargets:\n  - name: a\n    host: sftp.example.com\n";
+    std::fs::write(dir.join("c.yml"), config_text).unwrap();
+    let (config, logs) = logs_of(|| config::load(&dir.join("c.yml")).unwrap());
+    let broad: Vec<(String, u64)> = config.whitelist.broad_entries().map(|e| (e.label(), e.line)).collect();
+    assert_eq!(
+        broad,
+        [
+            ("0.0.0.0/0".into(), 2),
+            ("::/0".into(), 2),
+            ("10.0.0.0/8".into(), 4),
+            ("2001::/31".into(), 4)
+        ]
+    );
+    assert_eq!(config.whitelist.entries.len(), 6, "kept, not refused");
+    assert!(
+        config.whitelist.covers(&config.targets[0], ip("203.0.113.9")),
+        "any address is declared"
+    );
+
+    let wl = dir.join("wl.yml").display().to_string();
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 4, "{logs}");
+    assert!(
+        warnings[0].contains(&format!(
+            "{wl}:2: broad whitelist entry 0.0.0.0/0: shorter than /16 (global.broad_entry_prefix.ipv4), it covers every address inside it, so no vendor address there is ever reported missing"
+        )),
+        "{logs}"
+    );
+    assert!(
+        warnings[3].contains(&format!(
+            "{wl}:4: broad whitelist entry 2001::/31: shorter than /32 (global.broad_entry_prefix.ipv6)"
+        )),
+        "{logs}"
+    );
+
+    std::fs::write(
+        dir.join("c.yml"),
+        config_text.replace("global:\n", "global:\n  broad_entry_prefix: {ipv4: 8, ipv6: 0}\n"),
+    )
+    .unwrap();
+    let config = config::load(&dir.join("c.yml")).unwrap();
+    let broad: Vec<String> = config
+        .whitelist
+        .broad_entries()
+        .map(config::whitelist::Entry::label)
+        .collect();
+    assert_eq!(
+        broad,
+        ["0.0.0.0/0"],
+        "a /8 is not shorter than 8; nothing is shorter than 0"
+    );
+}
+
+/// A whitelist of `entries` entries of one address and one port, `target` and `comment`: what a
+/// firewall team's export looks like.
+fn big_whitelist(entries: u32) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::from("allow:\n");
+    for i in 0..entries {
+        let [_, a, b, c] = (0x0a00_0000 + i).to_be_bytes();
+        let _ = writeln!(
+            text,
+            "  - addresses: [10.{a}.{b}.{c}]\n    ports: [22]\n    target: a\n    comment: NET-{i}"
+        );
+    }
+    text
+}
+
+#[test]
+fn a_whitelist_of_100000_entries_loads() {
+    let dir = tempdir();
+    std::fs::write(dir.join("wl.yml"), big_whitelist(100_000)).unwrap();
+    std::fs::write(
+        dir.join("c.yml"),
+        "global:\n  whitelist: wl.yml\ntargets:\n  - name: a\n    host: sftp.example.com\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let config = config::load(&dir.join("c.yml")).unwrap();
+    let took = started.elapsed();
+    eprintln!("100,000 entries loaded in {took:?}");
+    assert_eq!(config.whitelist.entries.len(), 100_000);
+    assert!(
+        config.whitelist.covers(&config.targets[0], ip("10.1.134.159")),
+        "the last entry"
+    );
+    // About 1 s in release, and 20 s in a debug build, where the YAML parser itself is unoptimized
+    // (7 s once serde-saphyr and granit-parser get opt-level 3 in the dev profile). The bounds
+    // catch a blow-up, not a slow machine.
+    let bound = Duration::from_secs(if cfg!(debug_assertions) { 90 } else { 10 });
+    assert!(took < bound, "took {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_file_over_the_parser_budget_is_refused_in_words() {
+    let dir = tempdir();
+    // Two bytes a node (`1,`): the cheapest way past the budget.
+    let ports = "1,".repeat(config::defaults::MAX_YAML_NODES);
+    std::fs::write(
+        dir.join("wl.yml"),
+        format!("allow:\n  - addresses: [198.51.100.7]\n    ports: [{ports}]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("c.yml"),
+        "global:\n  whitelist: wl.yml\ntargets:\n  - name: a\n    host: sftp.example.com\n",
+    )
+    .unwrap();
+    let err = config::load(&dir.join("c.yml")).unwrap_err();
+    assert_eq!(
+        err.summary(),
+        format!(
+            "{}: the file is too large: more than 2,200,000 YAML nodes (keys, values and lists); whitelist-audit reads at most that many, about 200,000 whitelist entries",
+            dir.join("wl.yml").display()
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_unread() {
+    let dir = tempdir();
+    let size = usize::try_from(config::defaults::MAX_FILE_BYTES).unwrap() + 1;
+    std::fs::write(dir.join("c.yml"), "#".repeat(size)).unwrap();
+    let err = config::load(&dir.join("c.yml")).unwrap_err();
+    assert_eq!(
+        err.summary(),
+        format!(
+            "{}: the file is too large: more than 64 MiB; whitelist-audit reads at most that much (a whitelist of 100,000 entries takes about 6 MiB)",
+            dir.join("c.yml").display()
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempdir() -> std::path::PathBuf {

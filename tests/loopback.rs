@@ -18,6 +18,8 @@ use whitelist_audit::core::outcome::{ProbeResult, ProbeState};
 use whitelist_audit::probe::ssh::Identification;
 use whitelist_audit::probe::{self, Os, ProbeSpec};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_whitelist-audit");
 
 /// A listener whose every connection is handled by `behave`, on its own thread, until the test ends.
@@ -287,7 +289,7 @@ fn write_config(path: &Path, port: u16, statics: &[&str]) {
     std::fs::write(
         path,
         format!(
-            "global:\n  interval: 1s\n  timeout: 1s\n  attempts: 1\ntargets:\n  - name: loop\n    port: {port}\n    static: [{}]\n",
+            "global:\n  interval: 1s\n  timeout: 500ms\n  attempts: 1\ntargets:\n  - name: loop\n    port: {port}\n    static: [{}]\n",
             list.join(", ")
         ),
     )
@@ -614,4 +616,254 @@ fn tcp_banner_takes_any_first_line_and_tells_a_silent_service_apart() {
         .unwrap();
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("banner: 220 mx.vendor.example ESMTP ready"), "{text}");
+}
+
+#[test]
+fn the_demo_shows_every_finding_on_loopback_and_cleans_up() {
+    let web = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(BIN)
+        .args(["demo", "--web.listen-address", &web])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut intro = String::new();
+    {
+        let stdout = child.stdout.as_mut().unwrap();
+        let mut byte = [0u8; 1];
+        while !intro.contains("Ctrl-C") && intro.len() < 8192 && stdout.read(&mut byte).unwrap_or(0) == 1 {
+            intro.push(byte[0] as char);
+        }
+    }
+    let daemon = Daemon(child);
+    assert!(intro.contains(&format!("http://{web}/metrics")), "{intro}");
+    let dir: PathBuf = intro
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(" in ").next())
+        .unwrap()
+        .into();
+    assert!(dir.join("demo.yml").exists(), "{intro}");
+    wait_for(&web, "/-/ready", Duration::from_secs(30), |_| true);
+    let metrics = wait_for(&web, "/metrics", Duration::from_secs(5), |_| true);
+    for (ip, state) in [
+        ("127.0.0.11", "open"),
+        ("127.0.0.12", "refused"),
+        ("127.0.0.13", "timeout"),
+        ("127.0.0.14", "protocol_error"),
+        ("127.0.0.15", "refused"),
+        ("127.0.0.16", "open"),
+    ] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("whitelist_audit_ip_state{") && l.contains(&format!("ip=\"{ip}\"")) && l.ends_with(" 1.0")
+            })
+            .unwrap_or_else(|| panic!("{ip}\n{metrics}"));
+        assert!(line.contains(&format!("state=\"{state}\"")), "{ip}: {line}");
+    }
+    for (ip, finding) in [
+        ("127.0.0.12", "blocked"),
+        ("127.0.0.13", "blocked"),
+        ("127.0.0.14", "blocked"),
+        ("127.0.0.15", "missing"),
+        ("127.0.0.16", "undeclared"),
+        ("127.0.0.17", "stale"),
+        ("0.0.0.0", "bogus_address"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with("whitelist_audit_ip_finding{")
+                && l.contains(&format!("ip=\"{ip}\""))
+                && l.contains(&format!("finding=\"{finding}\""))),
+            "{ip} {finding}\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("whitelist_audit_ip_state{target=\"demo-sftp\",ip=\"0.0.0.0\""),
+        "the bogus address is never probed"
+    );
+    // SIGTERM: the demo stops and removes its files.
+    let pid = daemon.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dir.exists() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+/// dnsmasq on loopback answering `only-a.test` from a hosts file: A answered, AAAA refused, as
+/// dnsmasq without upstreams does.
+struct Dnsmasq(Child, u16, PathBuf);
+
+impl Dnsmasq {
+    fn start(name: &str, hosts: &str) -> Self {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempdir(name);
+        let file = dir.join("hosts");
+        std::fs::write(&file, hosts).unwrap();
+        let child = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--pid-file=",
+            ])
+            .arg(format!("--addn-hosts={}", file.display()))
+            .args(["--listen-address=127.0.0.1", &format!("--port={port}"), "--user=root"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        thread::sleep(Duration::from_millis(300));
+        Self(child, port, dir)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.2);
+    }
+}
+
+fn check_json(args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(BIN)
+        .arg("check")
+        .args(args)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    let report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), report)
+}
+
+#[test]
+fn a_refused_aaaa_keeps_the_a_answers_and_loopback_from_dns_is_bogus() {
+    if !common::tools_allowed("a_refused_aaaa_keeps_the_a_answers", &["dnsmasq"]) {
+        return;
+    }
+    let dns = Dnsmasq::start("dns-family", "127.0.0.1 only-a.test\n");
+    let resolver = format!("127.0.0.1:{}", dns.1);
+    let port = free_port();
+    ssh_peer("127.0.0.1", port);
+    let port = port.to_string();
+    let base = [
+        "--host",
+        "only-a.test",
+        "--resolver",
+        &resolver,
+        "--port",
+        &port,
+        "--timeout",
+        "1s",
+    ];
+
+    // A loopback answer is a sinkhole's, unless the user says it is a tunnel.
+    let (code, report) = check_json(&base);
+    let address = &report["addresses"][0];
+    assert_eq!(address["finding"], "bogus_address", "{report}");
+    assert_eq!(address["bogus"]["source"], "dns", "{report}");
+    assert_eq!(address["probe"], serde_json::Value::Null, "never probed: {report}");
+    assert_eq!(code, Some(1));
+
+    // With it: the A answer is probed although AAAA was refused, and the family says so.
+    let (code, report) = check_json(&[&base[..], &["--allow-local"]].concat());
+    assert_eq!(report["addresses"][0]["probe"]["state"], "open", "{report}");
+    let dns_source = &report["targets"][0]["sources"][0];
+    assert_eq!(
+        dns_source["families"],
+        serde_json::json!([["ipv4", true], ["ipv6", false]]),
+        "{report}"
+    );
+    assert_eq!(dns_source["up"], false, "a failing family fails the source: {report}");
+    assert_eq!(code, Some(1));
+
+    // -4 asks for A alone: clean.
+    let (code, report) = check_json(&[&base[..], &["--allow-local", "-4"]].concat());
+    assert_eq!(
+        report["targets"][0]["sources"][0]["families"],
+        serde_json::json!([["ipv4", true]])
+    );
+    assert_eq!(code, Some(0), "{report}");
+}
+
+/// Every `check` example of the README's first section runs as written, with its names answered by
+/// a local dnsmasq and its documentation addresses moved to loopback (tests never leave the host).
+#[test]
+fn the_readmes_check_examples_run_as_written() {
+    if !common::tools_allowed("the_readmes_check_examples_run_as_written", &["dnsmasq"]) {
+        return;
+    }
+    let dns = Dnsmasq::start(
+        "readme",
+        "127.0.0.31 sftp.vendor.example\n127.0.0.32 mail.vendor.example\n",
+    );
+    let resolver = format!("127.0.0.1:{}", dns.1);
+    let dir = tempdir("readme");
+    std::fs::write(
+        dir.join("whitelist.yml"),
+        "allow:\n  - addresses: [127.0.0.31]\n    ports: [22]\n    target: sftp.vendor.example\n",
+    )
+    .unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## First minute").nth(1).unwrap();
+    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
+    let examples: Vec<&str> = block
+        .lines()
+        .filter(|l| l.starts_with("whitelist-audit check"))
+        .collect();
+    assert!(examples.len() >= 3, "{block}");
+    let moved = [
+        ("192.0.2.53", resolver.as_str()),
+        ("203.0.113.10", "127.0.0.33"),
+        ("198.51.100.7", "127.0.0.34"),
+        ("198.51.100.8", "127.0.0.35"),
+    ];
+    for example in examples {
+        let command = example.split('#').next().unwrap();
+        let mut args: Vec<String> = command
+            .split_whitespace()
+            .skip(1)
+            .map(|word| {
+                moved
+                    .iter()
+                    .find(|(from, _)| *from == word)
+                    .map_or(word, |(_, to)| *to)
+                    .to_string()
+            })
+            .collect();
+        if !args.iter().any(|a| a == "--resolver") {
+            args.extend(["--resolver".into(), resolver.clone()]);
+        }
+        args.extend(["--allow-local", "--timeout", "500ms", "--attempts", "1"].map(String::from));
+        let out = Command::new(BIN).args(&args).current_dir(&dir).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{example}\n{args:?}\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if args.iter().any(|a| a == "json") {
+            let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(
+                report["addresses"][0]["target"], "127.0.0.33",
+                "{example}: an address names its target"
+            );
+        } else {
+            assert!(stdout.contains("summary: "), "{example}\n{stdout}");
+            let host = args[args.iter().position(|a| a == "--host").unwrap() + 1].clone();
+            assert!(
+                stdout.lines().nth(1).is_some_and(|row| row.starts_with(&host)),
+                "{example}: the target is named after the host, as the README shows\n{stdout}"
+            );
+        }
+    }
 }

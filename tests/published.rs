@@ -520,10 +520,10 @@ async fn a_target_audited_from_its_published_list_alone() {
     let config = load(
         &dir,
         &format!(
-            "global:\n  timeout: 1s\n  attempts: 1\n  whitelist: wl.yml\n  state_dir: state\ntargets:\n  - name: vendor\n    port: 1\n    published:\n      - url: http://{site}/sftp.json\n        format: json\n        select: '$.sftp.*[*]'\n"
+            "global:\n  timeout: 1s\n  attempts: 1\n  whitelist: wl.yml\n  state_dir: state\ntargets:\n  - name: vendor\n    port: 1\n    allow_local_addresses: true\n    published:\n      - url: http://{site}/sftp.json\n        format: json\n        select: '$.sftp.*[*]'\n"
         ),
     );
-    let snapshot = app::check_once(config, Arc::new(Os)).await;
+    let snapshot = app::check_once(config, Arc::new(Os), None).await;
     let target = &snapshot.report.targets[0];
     let ips: Vec<String> = target.addresses.iter().map(|a| a.ip.to_string()).collect();
     assert_eq!(ips, ["127.0.0.40", "127.0.0.41", "127.0.0.42", "127.0.0.43", "::1"]);
@@ -643,7 +643,7 @@ fn check_shows_prefixes_and_exits_1_for_an_uncovered_part() {
     let path = dir.join("c.yml");
     std::fs::write(
         &path,
-        "global: {timeout: 1s, attempts: 1, whitelist: wl.yml, state_dir: state}\ntargets:\n  - name: vendor\n    port: 1\n    published:\n      - path: list.txt\n",
+        "global: {timeout: 1s, attempts: 1, whitelist: wl.yml, state_dir: state}\ntargets:\n  - name: vendor\n    port: 1\n    allow_local_addresses: true\n    published:\n      - path: list.txt\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_whitelist-audit"))

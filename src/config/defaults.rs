@@ -41,3 +41,33 @@ pub const MAX_PROBE_ADDRESSES_PER_PREFIX: u32 = 256;
 pub const STATE_DIR: &str = "./state";
 /// Redirects followed when fetching a published list.
 pub const LIST_MAX_REDIRECTS: usize = 5;
+
+/// A whitelist entry for IPv4 shorter than this prefix length is broad: it is kept, and reported,
+/// because it hides every `missing` finding inside it.
+pub const BROAD_ENTRY_PREFIX_IPV4: u8 = 16;
+/// The same for IPv6: shorter than a /32, the usual size of a whole provider's allocation.
+pub const BROAD_ENTRY_PREFIX_IPV6: u8 = 32;
+
+/// Shortest `global.interval`: one connection a second to each vendor address is already plenty.
+pub const INTERVAL_MIN: Duration = Duration::from_secs(1);
+/// Longest `global.interval`: a change of the vendor's addresses is seen within a day.
+pub const INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Shortest `global.timeout`: below it a distant but healthy server looks like a dropped port.
+pub const TIMEOUT_MIN: Duration = Duration::from_millis(100);
+/// Longest `global.timeout`: a server that has not answered in a minute is not answering.
+pub const TIMEOUT_MAX: Duration = Duration::from_secs(60);
+/// Most `global.attempts`: beyond it, retries only add connections to an address that is down.
+pub const ATTEMPTS_MAX: u32 = 10;
+/// Most probes in flight (`global.concurrency`, `global.per_target_concurrency`): each holds a
+/// socket, and one host has 65,535 source ports to connect from.
+pub const CONCURRENCY_MAX: u32 = 65_536;
+
+/// Largest configuration or whitelist file read, in bytes: far above any real whitelist (100,000
+/// entries take about 6 MiB), and a bound on the memory a runaway or hostile file can take.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// Most YAML nodes (keys, values, lists, mappings) in one file. A whitelist entry of one address
+/// and one port with `target` and `comment` is 11 nodes, so this reads about 200,000 of them.
+pub const MAX_YAML_NODES: usize = 2_200_000;
+/// Whitelist entries of one address and one port, with `target` and `comment`, that fit in
+/// [`MAX_YAML_NODES`]: the number a refusal quotes.
+pub const MAX_WHITELIST_ENTRIES: usize = MAX_YAML_NODES / 11;

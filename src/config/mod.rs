@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde_saphyr::{Location, Spanned};
 
@@ -66,8 +67,12 @@ impl ConfigError {
         }
         out.push_str(": ");
         if let Some(key) = &self.key {
-            out.push_str(key);
-            out.push_str(": ");
+            // A rule between keys names them in its message (`global.timeout (90s) must be ...`):
+            // the prefix would say it twice.
+            if !self.message.contains(&format!("{key} (")) {
+                out.push_str(key);
+                out.push_str(": ");
+            }
         }
         out.push_str(&self.message);
         out
@@ -98,6 +103,40 @@ pub struct Global {
     /// Where the last good set of every published list is kept.
     pub state_dir: PathBuf,
     pub max_probe_addresses_per_prefix: u32,
+    /// Whitelist entries shorter than these prefix lengths are broad.
+    pub broad_entry_prefix: BroadEntryPrefix,
+}
+
+/// The prefix lengths below which a whitelist entry is broad: kept, since a firewall that allows
+/// that much is truthfully declared, but reported, since it hides every `missing` finding inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BroadEntryPrefix {
+    pub ipv4: u8,
+    pub ipv6: u8,
+}
+
+impl Default for BroadEntryPrefix {
+    fn default() -> Self {
+        Self {
+            ipv4: defaults::BROAD_ENTRY_PREFIX_IPV4,
+            ipv6: defaults::BROAD_ENTRY_PREFIX_IPV6,
+        }
+    }
+}
+
+impl BroadEntryPrefix {
+    /// The length for `prefix`'s family.
+    pub fn for_family(self, prefix: &IpNet) -> u8 {
+        match prefix {
+            IpNet::V4(_) => self.ipv4,
+            IpNet::V6(_) => self.ipv6,
+        }
+    }
+
+    /// Whether `prefix` is shorter than the length for its family.
+    pub fn is_broad(self, prefix: &IpNet) -> bool {
+        prefix.prefix_len() < self.for_family(prefix)
+    }
 }
 
 impl Default for Global {
@@ -111,6 +150,7 @@ impl Default for Global {
             per_target_concurrency: defaults::PER_TARGET_CONCURRENCY,
             state_dir: PathBuf::from(defaults::STATE_DIR),
             max_probe_addresses_per_prefix: defaults::MAX_PROBE_ADDRESSES_PER_PREFIX,
+            broad_entry_prefix: BroadEntryPrefix::default(),
         }
     }
 }
@@ -128,6 +168,9 @@ pub struct Target {
     pub dns_queries: u32,
     pub dns_retention: Duration,
     pub static_addresses: BTreeSet<IpAddr>,
+    /// Whether loopback addresses from DNS or lists are probed (a tunnel, a lab) rather than
+    /// reported as `bogus_address`.
+    pub allow_local_addresses: bool,
     /// The vendor's published lists.
     pub published: Vec<PublishedSource>,
     /// Index into [`Whitelist::files`] of the file this target is audited against. `None`: no
@@ -146,20 +189,123 @@ pub struct Config {
     pub coverage: Vec<PrefixIndex>,
 }
 
-/// Reads and validates a configuration file and every whitelist file it names.
+/// Reads and validates a configuration file and every whitelist file it names, and warns of each
+/// broad whitelist entry.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = read(path, None)?;
+    let text = read_bounded(path).map_err(|err| match err {
+        ReadError::Io(err) => ConfigError::new(path, None, format!("cannot read `{}`: {err}", path.display())),
+        ReadError::TooLarge => ConfigError::new(path, None, too_large_file()),
+    })?;
     let raw: RawConfig = parse_yaml(path, &text)?;
-    build(path, &raw)
+    let config = build(path, &raw)?;
+    warn_broad_entries(&config);
+    Ok(config)
 }
 
-fn read(path: &Path, named_at: Option<(&Path, &Location, &str)>) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|err| {
-        let message = format!("cannot read `{}`: {err}", path.display());
-        match named_at {
-            Some((file, location, key)) => ConfigError::at(file, location, key, message),
-            None => ConfigError::new(path, None, message),
+/// One log line per broad entry: the audit cannot see what such an entry hides, so the person
+/// reading the logs must.
+fn warn_broad_entries(config: &Config) {
+    let lengths = config.global.broad_entry_prefix;
+    for entry in config.whitelist.broad_entries() {
+        let family = if entry.prefix.addr().is_ipv4() { "ipv4" } else { "ipv6" };
+        let length = lengths.for_family(&entry.prefix);
+        let location = format!("{}:{}", config.whitelist.files[entry.file].display(), entry.line);
+        tracing::warn!(
+            location = %location,
+            entry = %entry.label(),
+            "{location}: broad whitelist entry {}: shorter than /{length} (global.broad_entry_prefix.{family}), it covers every address inside it, so no vendor address there is ever reported missing; narrow it unless the firewall really allows that much",
+            entry.label()
+        );
+    }
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    TooLarge,
+}
+
+/// Reads a file of at most [`defaults::MAX_FILE_BYTES`]: a runaway or hostile file must not
+/// take the auditor's memory.
+fn read_bounded(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let mut text = String::new();
+    file.take(defaults::MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(ReadError::Io)?;
+    if text.len() as u64 > defaults::MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(text)
+}
+
+fn too_large_file() -> String {
+    format!(
+        "the file is too large: more than {} MiB; whitelist-audit reads at most that much (a whitelist of 100,000 entries takes about 6 MiB)",
+        defaults::MAX_FILE_BYTES / (1024 * 1024),
+    )
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
         }
+        out.push(digit);
+    }
+    out
+}
+
+/// The parser's limits: large enough for a whitelist of 100,000 entries with room to spare,
+/// bounded so that a hostile file cannot take unbounded memory or time.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: defaults::MAX_YAML_NODES,
+            // Every event but a collection's end is a node: the node limit is always reached first.
+            max_events: 2 * defaults::MAX_YAML_NODES + 16,
+        },
+        // Comments are never read: they need not cost events or memory.
+        emit_comments: false,
+    }
+}
+
+/// A budget refusal in words: serde-saphyr's own (`budget breached: Nodes { nodes: 250001 }`) means
+/// nothing to the people who write these files.
+fn budget_refusal(err: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach;
+    let breach = match err {
+        serde_saphyr::Error::Budget { breach, .. } => breach,
+        serde_saphyr::Error::WithSnippet { error, .. } => return budget_refusal(error),
+        _ => return None,
+    };
+    let limits = serde_saphyr::Budget::default();
+    Some(match breach {
+        BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => format!(
+            "the file is too large: more than {} YAML nodes (keys, values and lists); whitelist-audit reads at most that many, about {} whitelist entries",
+            thousands(defaults::MAX_YAML_NODES as u64),
+            thousands(defaults::MAX_WHITELIST_ENTRIES as u64),
+        ),
+        BudgetBreach::ScalarBytes { .. } => format!(
+            "the file is too large: more than {} MiB of text in its values",
+            limits.max_total_scalar_bytes / (1024 * 1024)
+        ),
+        BudgetBreach::Depth { depth } => format!(
+            "the file nests lists and mappings {depth} deep; whitelist-audit reads at most {} levels",
+            limits.max_depth
+        ),
+        BudgetBreach::Aliases { .. }
+        | BudgetBreach::Anchors { .. }
+        | BudgetBreach::AliasAnchorRatio { .. }
+        | BudgetBreach::RecordedAnchorEvents { .. }
+        | BudgetBreach::RecordedAnchorBytes { .. } => {
+            "the file repeats YAML anchors (`*name`) more than whitelist-audit allows: write the values out".to_string()
+        }
+        BudgetBreach::Documents { .. } => "the file holds too many YAML documents: write one".to_string(),
+        other => format!("the file exceeds whitelist-audit's YAML limits ({other:?})"),
     })
 }
 
@@ -168,8 +314,18 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
     if text.trim().is_empty() {
         return Err(ConfigError::new(path, None, "the file is empty"));
     }
+    // Tracking the key path makes a large whitelist half again as slow to parse: only a file
+    // already known to be bad is read a second time, with it, for the message.
+    let first = match serde_saphyr::from_str_with_options(text, yaml_options()) {
+        Ok(value) => return Ok(value),
+        Err(err) => err,
+    };
+    if let Some(message) = budget_refusal(&first) {
+        // Where the parser stopped says nothing about what to fix.
+        return Err(ConfigError::new(path, None, message));
+    }
     let mut key_path: Option<String> = None;
-    let result = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |deserializer| {
         serde_path_to_error::deserialize(deserializer).map_err(|err| {
             key_path = Some(err.path().to_string());
             err.into_inner()
@@ -202,15 +358,21 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
     })
 }
 
-/// Validates a parsed configuration and loads the whitelist files it names.
-pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
-    let base = path.parent().unwrap_or_else(|| Path::new("."));
-    let g = &raw.global;
-    let global = Global {
-        interval: nonzero_duration(path, g.interval.as_ref(), "global.interval", defaults::INTERVAL)?,
-        timeout: nonzero_duration(path, g.timeout.as_ref(), "global.timeout", defaults::TIMEOUT)?,
-        attempts: g.attempts.map_or(defaults::ATTEMPTS, |n| n.0),
-        retry_delay: g.retry_delay.map_or(defaults::RETRY_DELAY, |d| d.0),
+/// Everything of `global` but its resolvers and whitelist: defaults filled in, each rule checked.
+fn build_global(path: &Path, base: &Path, g: &raw::RawGlobal) -> Result<Global, ConfigError> {
+    let interval = Setting::of(g.interval.as_ref(), "global.interval", defaults::INTERVAL);
+    let timeout = Setting::of(g.timeout.as_ref(), "global.timeout", defaults::TIMEOUT);
+    let retry_delay = Setting::of(g.retry_delay.as_ref(), "global.retry_delay", defaults::RETRY_DELAY);
+    validate_interval(path, &interval)?;
+    validate_timeout(path, &timeout, &interval)?;
+    let attempts = g.attempts.map_or(defaults::ATTEMPTS, |n| n.0);
+    validate_retry_delay(path, &retry_delay, &interval, attempts)?;
+    let broad = g.broad_entry_prefix.as_ref();
+    Ok(Global {
+        interval: interval.value,
+        timeout: timeout.value,
+        attempts,
+        retry_delay: retry_delay.value,
         concurrency: g.concurrency.map_or(defaults::CONCURRENCY, |n| n.0 as usize),
         per_target_concurrency: g
             .per_target_concurrency
@@ -222,7 +384,22 @@ pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
         max_probe_addresses_per_prefix: g
             .max_probe_addresses_per_prefix
             .map_or(defaults::MAX_PROBE_ADDRESSES_PER_PREFIX, |n| n.0),
-    };
+        broad_entry_prefix: BroadEntryPrefix {
+            ipv4: broad
+                .and_then(|b| b.ipv4)
+                .map_or(defaults::BROAD_ENTRY_PREFIX_IPV4, |n| n.0),
+            ipv6: broad
+                .and_then(|b| b.ipv6)
+                .map_or(defaults::BROAD_ENTRY_PREFIX_IPV6, |n| n.0),
+        },
+    })
+}
+
+/// Validates a parsed configuration and loads the whitelist files it names.
+pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let g = &raw.global;
+    let global = build_global(path, base, g)?;
     let global_resolvers =
         resolvers(path, g.resolvers.as_ref(), "global.resolvers")?.unwrap_or_else(|| vec![ResolverSpec::System]);
 
@@ -247,14 +424,7 @@ pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
     for (index, t) in raw.targets.iter().enumerate() {
         let key = format!("targets[{index}]");
         let name = t.name.value.trim().to_string();
-        if name.is_empty() {
-            return Err(ConfigError::at(
-                path,
-                &t.name.referenced,
-                format!("{key}.name"),
-                "a target needs a non-empty name",
-            ));
-        }
+        validate_target_name(path, &t.name.referenced, &format!("{key}.name"), &name)?;
         if let Some(first_line) = seen.insert(name.clone(), t.name.referenced.line()) {
             return Err(ConfigError::at(
                 path,
@@ -279,7 +449,15 @@ pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
     }
 
     let names: BTreeSet<String> = targets.iter().map(|(t, _)| t.name.clone()).collect();
-    let entries = load_whitelists(path, base, raw, &whitelist_files, global_whitelist.as_ref(), &names)?;
+    let entries = load_whitelists(
+        path,
+        base,
+        raw,
+        &whitelist_files,
+        global_whitelist.as_ref(),
+        &names,
+        global.broad_entry_prefix,
+    )?;
 
     let targets: Vec<Target> = targets
         .into_iter()
@@ -309,6 +487,7 @@ fn load_whitelists(
     whitelist_files: &[(PathBuf, Vec<String>)],
     global_whitelist: Option<&(PathBuf, (String, Location))>,
     names: &BTreeSet<String>,
+    broad: BroadEntryPrefix,
 ) -> Result<Vec<Entry>, ConfigError> {
     let mut entries = Vec::new();
     for (file_index, (file, owners)) in whitelist_files.iter().enumerate() {
@@ -322,17 +501,18 @@ fn load_whitelists(
             })
             .or_else(|| global_whitelist.map(|(_, named)| named.clone()))
             .expect("every whitelist file was named by a key");
-        let text = std::fs::read_to_string(file).map_err(|err| {
-            ConfigError::at(
+        let text = read_bounded(file).map_err(|err| match err {
+            ReadError::Io(err) => ConfigError::at(
                 path,
                 &location,
                 key,
                 format!("cannot read whitelist `{}`: {err}", file.display()),
-            )
+            ),
+            ReadError::TooLarge => ConfigError::new(file, None, too_large_file()),
         })?;
         let parsed: RawWhitelist = parse_yaml(file, &text)?;
         for (i, allow) in parsed.allow.iter().enumerate() {
-            entries.extend(build_entries(file, file_index, i, allow, owners, names)?);
+            entries.extend(build_entries(file, file_index, i, allow, owners, names, broad)?);
         }
     }
     Ok(entries)
@@ -357,17 +537,156 @@ fn normalize(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
-fn nonzero_duration(
-    file: &Path,
-    value: Option<&Spanned<raw::HumanDuration>>,
-    key: &str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(v) if v.value.0.is_zero() => Err(ConfigError::at(file, &v.referenced, key, "must be greater than zero")),
-        Some(v) => Ok(v.value.0),
+/// A duration of `global` as its checks see it: where it was written, if it was.
+struct Setting<'a> {
+    key: &'static str,
+    value: Duration,
+    written_at: Option<&'a Location>,
+}
+
+impl<'a> Setting<'a> {
+    fn of(value: Option<&'a Spanned<raw::HumanDuration>>, key: &'static str, default: Duration) -> Self {
+        Self {
+            key,
+            value: value.map_or(default, |v| v.value.0),
+            written_at: value.map(|v| &v.referenced),
+        }
     }
+
+    /// `global.timeout (90s)`, or `global.timeout (10s, the default)`.
+    fn named(&self) -> String {
+        let value = show_duration(self.value);
+        match self.written_at {
+            Some(_) => format!("{} ({value})", self.key),
+            None => format!("{} ({value}, the default)", self.key),
+        }
+    }
+
+    /// A refusal of this setting (or, when it was not written, of `other`, which was).
+    fn refuse(&self, file: &Path, other: Option<&Setting<'_>>, message: String) -> ConfigError {
+        let blamed = match (self.written_at, other) {
+            (None, Some(other)) if other.written_at.is_some() => other,
+            _ => self,
+        };
+        match blamed.written_at {
+            Some(location) => ConfigError::at(file, location, blamed.key, message),
+            None => ConfigError::new(file, Some(blamed.key.to_string()), message),
+        }
+    }
+}
+
+/// A duration as a person writes it: `500ms`, `90s`, `5m`, `24h`.
+fn show_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 {
+        return match secs {
+            0 => "0s".into(),
+            s if s % 3600 == 0 => format!("{}h", s / 3600),
+            s if s >= 120 && s % 60 == 0 => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        };
+    }
+    if secs == 0 && d.subsec_nanos() % 1_000_000 == 0 {
+        return format!("{}ms", d.subsec_millis());
+    }
+    humantime::format_duration(d).to_string()
+}
+
+fn validate_interval(file: &Path, interval: &Setting<'_>) -> Result<(), ConfigError> {
+    let (min, max) = (defaults::INTERVAL_MIN, defaults::INTERVAL_MAX);
+    let why = if interval.value < min {
+        "every address is probed once per interval, and more than one connection a second to each vendor address floods its server"
+    } else if interval.value > max {
+        "every address is probed once per interval, and a longer one leaves a closed or new address unseen for more than a day"
+    } else {
+        return Ok(());
+    };
+    Err(interval.refuse(
+        file,
+        None,
+        format!(
+            "{} must be from {} to {}: {why}",
+            interval.named(),
+            show_duration(min),
+            show_duration(max)
+        ),
+    ))
+}
+
+fn validate_timeout(file: &Path, timeout: &Setting<'_>, interval: &Setting<'_>) -> Result<(), ConfigError> {
+    let (min, max) = (defaults::TIMEOUT_MIN, defaults::TIMEOUT_MAX);
+    let why = if timeout.value < min {
+        "a shorter one reports a distant but healthy server as a timeout"
+    } else if timeout.value > max {
+        "a server that has not answered in a minute is not answering, and a longer wait only holds a probe slot"
+    } else if timeout.value >= interval.value {
+        return Err(timeout.refuse(
+            file,
+            Some(interval),
+            format!(
+                "{} must be shorter than {}: a probe would still run when the next one starts",
+                timeout.named(),
+                interval.named()
+            ),
+        ));
+    } else {
+        return Ok(());
+    };
+    Err(timeout.refuse(
+        file,
+        None,
+        format!(
+            "{} must be from {} to {}: {why}",
+            timeout.named(),
+            show_duration(min),
+            show_duration(max)
+        ),
+    ))
+}
+
+fn validate_retry_delay(
+    file: &Path,
+    retry_delay: &Setting<'_>,
+    interval: &Setting<'_>,
+    attempts: u32,
+) -> Result<(), ConfigError> {
+    // With one attempt there is no retry to wait for.
+    if retry_delay.value <= interval.value || attempts == 1 {
+        return Ok(());
+    }
+    Err(retry_delay.refuse(
+        file,
+        Some(interval),
+        format!(
+            "{} must be at most {}: a retry would wait past the next probe of the same address",
+            retry_delay.named(),
+            interval.named()
+        ),
+    ))
+}
+
+/// Longest target name: it is the `target` label and a column of `check`'s table.
+const MAX_TARGET_NAME_CHARS: usize = 128;
+
+fn validate_target_name(file: &Path, location: &Location, key: &str, name: &str) -> Result<(), ConfigError> {
+    let refuse = |message: String| Err(ConfigError::at(file, location, key, message));
+    if name.is_empty() {
+        return refuse("a target needs a non-empty name".into());
+    }
+    if name.chars().any(char::is_control) {
+        return refuse(format!(
+            "target name `{}` contains a control character (a newline, a tab, ...): it becomes the `target` label and a column of `check`'s table, which must stay on one line",
+            name.escape_debug()
+        ));
+    }
+    let length = name.chars().count();
+    if length > MAX_TARGET_NAME_CHARS {
+        let start: String = name.chars().take(24).collect();
+        return refuse(format!(
+            "target name `{start}...` is {length} characters long: write at most {MAX_TARGET_NAME_CHARS}, it becomes the `target` label and a column of `check`'s table"
+        ));
+    }
+    Ok(())
 }
 
 fn resolvers(
@@ -384,8 +703,13 @@ fn resolvers(
             "empty list: name at least one resolver (`system` for resolv.conf)",
         )),
         Some(v) => {
-            let mut list = v.value.clone();
-            list.dedup();
+            // Every duplicate, not only adjacent ones: a resolver listed twice would be asked twice.
+            let mut list: Vec<ResolverSpec> = Vec::with_capacity(v.value.len());
+            for resolver in &v.value {
+                if !list.contains(resolver) {
+                    list.push(*resolver);
+                }
+            }
             Ok(Some(list))
         }
     }
@@ -451,6 +775,13 @@ fn build_target(
             families.value.contains(&AddressFamily::Ipv6),
         ),
     };
+    // RFC 6761: `localhost` names are loopback by definition, never a sinkhole.
+    let allow_local_addresses = t.allow_local_addresses.unwrap_or_else(|| {
+        host.as_deref().is_some_and(|h| {
+            let h = h.to_ascii_lowercase();
+            h == "localhost" || h.ends_with(".localhost")
+        })
+    });
     Ok(Target {
         name: name.to_string(),
         host,
@@ -463,6 +794,7 @@ fn build_target(
         dns_queries: t.dns_queries.map_or(defaults::DNS_QUERIES, |n| n.0),
         dns_retention: t.dns_retention.map_or(defaults::DNS_RETENTION, |d| d.0),
         static_addresses,
+        allow_local_addresses,
         published,
         whitelist_file: None,
     })
@@ -475,6 +807,7 @@ fn build_entries(
     allow: &RawAllow,
     owners: &[String],
     names: &BTreeSet<String>,
+    broad: BroadEntryPrefix,
 ) -> Result<Vec<Entry>, ConfigError> {
     let key = format!("allow[{index}]");
     if allow.addresses.value.is_empty() {
@@ -529,6 +862,7 @@ fn build_entries(
         .iter()
         .map(|address| Entry {
             prefix: address.value.0,
+            broad: broad.is_broad(&address.value.0),
             ports: ports.clone(),
             belongs_to: belongs_to.clone(),
             tagged: allow.target.as_ref().map(|t| t.value.trim().to_string()),
@@ -537,4 +871,71 @@ fn build_entries(
             line: address.referenced.line(),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::{budget_refusal, show_duration, thousands};
+
+    #[test]
+    fn durations_are_shown_as_people_write_them() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(1), "1ns"),
+            (Duration::from_millis(50), "50ms"),
+            (Duration::from_millis(1500), "1s 500ms"),
+            (Duration::from_secs(60), "60s"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(172_800), "48h"),
+        ];
+        for (duration, shown) in cases {
+            assert_eq!(show_duration(duration), shown);
+        }
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(2_200_000), "2,200,000");
+    }
+
+    #[test]
+    fn every_budget_refusal_is_worded_for_people() {
+        let parse = |yaml: &str, budget: serde_saphyr::Budget| {
+            let options = serde_saphyr::options! { budget: Some(budget) };
+            serde_saphyr::from_str_with_options::<serde::de::IgnoredAny>(yaml, options).unwrap_err()
+        };
+        let small = |f: fn(&mut serde_saphyr::Budget)| {
+            let mut budget = serde_saphyr::Budget::default();
+            f(&mut budget);
+            budget
+        };
+        let nodes = parse("[1, 2, 3]", small(|b| b.max_nodes = 2));
+        assert!(
+            budget_refusal(&nodes)
+                .unwrap()
+                .starts_with("the file is too large: more than 2,200,000 YAML nodes")
+        );
+        let depth = parse("[[[[1]]]]", small(|b| b.max_depth = 2));
+        assert!(
+            budget_refusal(&depth)
+                .unwrap()
+                .starts_with("the file nests lists and mappings")
+        );
+        let aliases = parse("a: &x 1\nb: [*x, *x, *x]", small(|b| b.max_aliases = 1));
+        assert!(
+            budget_refusal(&aliases)
+                .unwrap()
+                .starts_with("the file repeats YAML anchors")
+        );
+        let syntax = super::parse_yaml::<serde::de::IgnoredAny>(Path::new("x.yml"), "a: [").unwrap_err();
+        assert!(!syntax.message.contains("too large"), "not a budget refusal");
+    }
 }

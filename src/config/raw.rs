@@ -9,6 +9,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de::Error as _};
 use serde_saphyr::Spanned;
 
+use super::defaults;
+use crate::prefix::{canonical_ip, canonical_net};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -22,14 +25,23 @@ pub struct RawConfig {
 pub struct RawGlobal {
     pub interval: Option<Spanned<HumanDuration>>,
     pub timeout: Option<Spanned<HumanDuration>>,
-    pub attempts: Option<Count>,
-    pub retry_delay: Option<HumanDuration>,
-    pub concurrency: Option<Count>,
-    pub per_target_concurrency: Option<Count>,
+    pub attempts: Option<Attempts>,
+    pub retry_delay: Option<Spanned<HumanDuration>>,
+    pub concurrency: Option<Concurrency>,
+    pub per_target_concurrency: Option<Concurrency>,
     pub resolvers: Option<Spanned<Vec<ResolverSpec>>>,
     pub whitelist: Option<Spanned<PathBuf>>,
     pub state_dir: Option<PathBuf>,
     pub max_probe_addresses_per_prefix: Option<Count>,
+    pub broad_entry_prefix: Option<RawBroadEntryPrefix>,
+}
+
+/// Prefix lengths below which a whitelist entry is reported as broad.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBroadEntryPrefix {
+    pub ipv4: Option<PrefixLengthV4>,
+    pub ipv6: Option<PrefixLengthV6>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +59,7 @@ pub struct RawTarget {
     pub static_addresses: Option<Vec<HostAddress>>,
     pub whitelist: Option<Spanned<PathBuf>>,
     pub published: Option<Vec<Spanned<RawPublished>>>,
+    pub allow_local_addresses: Option<bool>,
 }
 
 /// One published list of a target: where to fetch it and how to read it.
@@ -204,60 +217,172 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
-/// A whole number from `min` to `max`, with messages a person understands ("invalid u32" is not one).
-fn whole_number<'de, D: Deserializer<'de>>(
-    deserializer: D,
+/// What a whole number is and the values it may take, worded for the messages.
+#[derive(Clone, Copy)]
+struct Bounds {
+    /// The kind of value: `port`, `count`.
     what: &'static str,
     min: u64,
     max: u64,
-) -> Result<u64, D::Error> {
-    struct Visitor {
-        what: &'static str,
-        min: u64,
-        max: u64,
+    /// Why the maximum is what it is, shown when a value exceeds it.
+    above: Option<&'static str>,
+}
+
+impl Bounds {
+    fn check(self, value: u64) -> Result<u64, String> {
+        if (self.min..=self.max).contains(&value) {
+            return Ok(value);
+        }
+        let refusal = self.refusal(&value.to_string());
+        match self.above {
+            Some(reason) if value > self.max => Err(format!("{refusal} ({reason})")),
+            _ => Err(refusal),
+        }
     }
+
+    /// `value` as written: a number, or a string in backquotes.
+    fn refusal(self, value: &str) -> String {
+        format!(
+            "invalid {} {value}: write a whole number from {} to {}",
+            self.what, self.min, self.max
+        )
+    }
+
+    /// A quoted value: `"22"` means 22 (a YAML editor or a template quotes numbers freely), and
+    /// anything else is refused showing the text as written.
+    fn check_text(self, text: &str) -> Result<u64, String> {
+        let number = text.trim();
+        if let Ok(value) = number.parse::<u64>() {
+            return self.check(value);
+        }
+        if number.parse::<i64>().is_ok() {
+            return Err(self.refusal(number));
+        }
+        Err(self.refusal(&format!("`{text}`")))
+    }
+}
+
+/// A whole number within `bounds`, unquoted or quoted, with messages a person understands
+/// ("invalid u32" is not one).
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D, bounds: Bounds) -> Result<u64, D::Error> {
+    struct Visitor(Bounds);
     impl serde::de::Visitor<'_> for Visitor {
         type Value = u64;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "{}: a whole number from {} to {}", self.what, self.min, self.max)
+            write!(
+                f,
+                "{}: a whole number from {} to {}",
+                self.0.what, self.0.min, self.0.max
+            )
         }
         fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
-            if (self.min..=self.max).contains(&value) {
-                Ok(value)
-            } else {
-                Err(E::custom(format!(
-                    "invalid {} {value}: write a whole number from {} to {}",
-                    self.what, self.min, self.max
-                )))
-            }
+            self.0.check(value).map_err(E::custom)
         }
         fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
             match u64::try_from(value) {
                 Ok(value) => self.visit_u64(value),
-                Err(_) => Err(E::custom(format!(
-                    "invalid {} {value}: write a whole number from {} to {}",
-                    self.what, self.min, self.max
-                ))),
+                Err(_) => Err(E::custom(self.0.refusal(&value.to_string()))),
             }
         }
         fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<u64, E> {
-            Err(E::custom(format!(
-                "invalid {} `{value}`: write a whole number from {} to {}",
-                self.what, self.min, self.max
-            )))
+            self.0.check_text(value).map_err(E::custom)
+        }
+        // The YAML parser reads `022` as a float, and `22.0` is one: a whole value is the number
+        // the person meant.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<u64, E> {
+            if value.fract() == 0.0 && (0.0..=1e15).contains(&value) {
+                self.visit_u64(value as u64)
+            } else {
+                Err(E::custom(self.0.refusal(&value.to_string())))
+            }
         }
     }
-    deserializer.deserialize_any(Visitor { what, min, max })
+    deserializer.deserialize_any(Visitor(bounds))
 }
 
-/// A count that must be at least 1 (attempts, concurrency, queries).
+/// A count that must be at least 1 (queries, sizes, addresses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Count(pub u32);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = whole_number(deserializer, "count", 1, 1_000_000_000)?;
+        let bounds = Bounds {
+            what: "count",
+            min: 1,
+            max: 1_000_000_000,
+            above: None,
+        };
+        let value = whole_number(deserializer, bounds)?;
         Ok(Self(u32::try_from(value).expect("bounded above")))
+    }
+}
+
+/// `global.attempts`: attempts at one address before it counts as failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts(pub u32);
+
+impl<'de> Deserialize<'de> for Attempts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bounds = Bounds {
+            what: "count",
+            min: 1,
+            max: u64::from(defaults::ATTEMPTS_MAX),
+            above: Some("more attempts only add connections to an address that is down"),
+        };
+        let value = whole_number(deserializer, bounds)?;
+        Ok(Self(u32::try_from(value).expect("bounded above")))
+    }
+}
+
+/// `global.concurrency`, `global.per_target_concurrency`: probes in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency(pub u32);
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bounds = Bounds {
+            what: "count",
+            min: 1,
+            max: u64::from(defaults::CONCURRENCY_MAX),
+            above: Some("each probe in flight holds a socket and a source port, and a host has 65536 ports"),
+        };
+        let value = whole_number(deserializer, bounds)?;
+        Ok(Self(u32::try_from(value).expect("bounded above")))
+    }
+}
+
+/// An IPv4 prefix length, 0 to 32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixLengthV4(pub u8);
+
+impl<'de> Deserialize<'de> for PrefixLengthV4 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bounds = Bounds {
+            what: "prefix length",
+            min: 0,
+            max: 32,
+            above: Some("an IPv4 address has 32 bits"),
+        };
+        let value = whole_number(deserializer, bounds)?;
+        Ok(Self(u8::try_from(value).expect("bounded above")))
+    }
+}
+
+/// An IPv6 prefix length, 0 to 128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixLengthV6(pub u8);
+
+impl<'de> Deserialize<'de> for PrefixLengthV6 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bounds = Bounds {
+            what: "prefix length",
+            min: 0,
+            max: 128,
+            above: Some("an IPv6 address has 128 bits"),
+        };
+        let value = whole_number(deserializer, bounds)?;
+        Ok(Self(u8::try_from(value).expect("bounded above")))
     }
 }
 
@@ -267,7 +392,13 @@ pub struct NonZeroU16Port(pub u16);
 
 impl<'de> Deserialize<'de> for NonZeroU16Port {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = whole_number(deserializer, "port", 1, 65535)?;
+        let bounds = Bounds {
+            what: "port",
+            min: 1,
+            max: 65535,
+            above: None,
+        };
+        let value = whole_number(deserializer, bounds)?;
         Ok(Self(u16::try_from(value).expect("bounded above")))
     }
 }
@@ -318,10 +449,18 @@ impl<'de> Deserialize<'de> for ResolverSpec {
 pub struct Prefix(pub IpNet);
 
 impl Prefix {
-    /// Parses `198.51.100.7`, `198.51.100.0/28` or `2001:db8::/64`, refusing host bits.
+    /// Parses `198.51.100.7`, `198.51.100.0/28` or `2001:db8::/64`, refusing host bits and
+    /// leading zeros. An IPv4-mapped prefix (`::ffff:198.51.100.7`) becomes the IPv4 one it maps.
     pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(plain) = without_leading_zeros(text) {
+            // The CIDR parser reads `010` as 10, some firewalls and `inet_aton` as octal 8: the
+            // entry would not mean what the firewall does.
+            return Err(format!(
+                "`{text}` has a leading zero, which some tools read as octal: write {plain}"
+            ));
+        }
         if let Ok(ip) = text.parse::<IpAddr>() {
-            return Ok(Self(IpNet::from(ip)));
+            return Ok(Self(IpNet::from(canonical_ip(ip))));
         }
         let net: IpNet = text.parse().map_err(|_| {
             format!("invalid address or CIDR `{text}`: write 198.51.100.7, 198.51.100.0/28 or 2001:db8::/64")
@@ -330,8 +469,30 @@ impl Prefix {
             // A firewall would silently mask these bits; a typo in the mask is likelier than intent.
             return Err(format!("`{text}` has host bits set: did you mean {}?", net.trunc()));
         }
-        Ok(Self(net))
+        Ok(Self(canonical_net(net)))
     }
+}
+
+/// `text` without the leading zeros of its dotted IPv4 part, if it is one and has any.
+fn without_leading_zeros(text: &str) -> Option<String> {
+    let (address, length) = text.split_once('/').map_or((text, None), |(a, l)| (a, Some(l)));
+    let octets: Vec<&str> = address.split('.').collect();
+    let dotted = octets.len() == 4
+        && octets
+            .iter()
+            .all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()));
+    if !dotted || !octets.iter().any(|o| o.len() > 1 && o.starts_with('0')) {
+        return None;
+    }
+    let plain: Vec<&str> = octets
+        .iter()
+        .map(|o| match o.trim_start_matches('0') {
+            "" => "0",
+            rest => rest,
+        })
+        .collect();
+    let plain = plain.join(".");
+    Some(length.map_or_else(|| plain.clone(), |length| format!("{plain}/{length}")))
 }
 
 impl<'de> Deserialize<'de> for Prefix {
@@ -341,19 +502,151 @@ impl<'de> Deserialize<'de> for Prefix {
     }
 }
 
-/// A single address: `198.51.100.7`, or the host prefixes `198.51.100.7/32`, `2001:db8::7/128`.
+/// A single address a vendor's server could have: `198.51.100.7`, or the host prefixes
+/// `198.51.100.7/32`, `2001:db8::7/128`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostAddress(pub IpAddr);
+
+impl HostAddress {
+    /// Parses one `static` address, refusing prefixes and addresses no server has.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let prefix = Prefix::parse(text)?;
+        if prefix.0.prefix_len() != prefix.0.max_prefix_len() {
+            return Err(format!(
+                "`{text}` is a prefix: `static` takes single addresses (198.51.100.7)"
+            ));
+        }
+        let ip = prefix.0.addr();
+        // Loopback and link-local stay allowed: written on purpose, they reach a real listener.
+        if ip.is_unspecified() {
+            return Err(format!(
+                "`{text}` is the unspecified address, not a vendor's: a connection to it reaches this host"
+            ));
+        }
+        if ip.is_multicast() {
+            return Err(format!(
+                "`{text}` is a multicast address, not a vendor's: TCP cannot connect to it"
+            ));
+        }
+        if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+            return Err(format!(
+                "`{text}` is the broadcast address, not a vendor's: TCP cannot connect to it"
+            ));
+        }
+        Ok(Self(ip))
+    }
+}
 
 impl<'de> Deserialize<'de> for HostAddress {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        let prefix = Prefix::parse(&text).map_err(D::Error::custom)?;
-        if prefix.0.prefix_len() != prefix.0.max_prefix_len() {
-            return Err(D::Error::custom(format!(
-                "`{text}` is a prefix: `static` takes single addresses (198.51.100.7)"
-            )));
+        Self::parse(&text).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod value_tests {
+    use super::{Attempts, HostAddress, NonZeroU16Port, Prefix};
+
+    fn port(yaml: &str) -> Result<u16, String> {
+        serde_saphyr::from_str::<NonZeroU16Port>(yaml)
+            .map(|p| p.0)
+            .map_err(|e| e.without_snippet().to_string())
+    }
+
+    #[test]
+    fn a_quoted_whole_number_is_the_number() {
+        assert_eq!(port("22"), Ok(22));
+        assert_eq!(port("\"22\""), Ok(22));
+        assert_eq!(port("'22'"), Ok(22));
+        assert_eq!(port("\" 22 \""), Ok(22));
+        assert_eq!(port("\"70000\""), port("70000"), "refused in the same words");
+        assert_eq!(port("\"0\""), port("0"));
+        assert_eq!(port("\"-1\""), port("-1"));
+        assert_eq!(serde_saphyr::from_str::<Attempts>("\"3\"").unwrap().0, 3);
+    }
+
+    #[test]
+    fn text_that_is_no_number_is_shown_as_written() {
+        let err = port("ssh").unwrap_err();
+        assert!(
+            err.starts_with("invalid port `ssh`: write a whole number from 1 to 65535"),
+            "{err}"
+        );
+        let err = port("\"22/tcp\"").unwrap_err();
+        assert!(err.starts_with("invalid port `22/tcp`:"), "{err}");
+    }
+
+    #[test]
+    fn the_reason_for_a_maximum_is_given_above_it_only() {
+        let attempts = |yaml: &str| {
+            serde_saphyr::from_str::<Attempts>(yaml)
+                .map(|a| a.0)
+                .map_err(|e| e.without_snippet().to_string())
+        };
+        assert!(
+            attempts("11")
+                .unwrap_err()
+                .contains("(more attempts only add connections")
+        );
+        assert!(!attempts("0").unwrap_err().contains('('));
+    }
+
+    #[test]
+    fn mapped_addresses_parse_as_ipv4() {
+        assert_eq!(
+            Prefix::parse("::ffff:198.51.100.0/120").unwrap().0.to_string(),
+            "198.51.100.0/24"
+        );
+        assert_eq!(
+            Prefix::parse("::ffff:198.51.100.5/120").unwrap_err(),
+            "`::ffff:198.51.100.5/120` has host bits set: did you mean ::ffff:198.51.100.0/120?",
+            "the message quotes the spelling the person wrote"
+        );
+        assert_eq!(
+            HostAddress::parse("::ffff:198.51.100.7").unwrap().0.to_string(),
+            "198.51.100.7"
+        );
+    }
+
+    #[test]
+    fn a_leading_zero_is_refused_as_ambiguous() {
+        assert_eq!(
+            Prefix::parse("010.0.0.1").unwrap_err(),
+            "`010.0.0.1` has a leading zero, which some tools read as octal: write 10.0.0.1"
+        );
+        assert_eq!(
+            Prefix::parse("198.051.100.000/24").unwrap_err(),
+            "`198.051.100.000/24` has a leading zero, which some tools read as octal: write 198.51.100.0/24"
+        );
+        assert!(
+            Prefix::parse("198.51.100.300")
+                .unwrap_err()
+                .starts_with("invalid address or CIDR")
+        );
+    }
+
+    #[test]
+    fn addresses_no_server_has_are_refused_in_static() {
+        for refused in [
+            "0.0.0.0",
+            "::",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+            "::ffff:224.0.0.1",
+        ] {
+            assert!(HostAddress::parse(refused).is_err(), "{refused}");
         }
-        Ok(Self(prefix.0.addr()))
+        for allowed in [
+            "127.0.0.1",
+            "::1",
+            "169.254.0.1",
+            "fe80::1",
+            "10.0.0.1",
+            "198.51.100.255",
+        ] {
+            assert!(HostAddress::parse(allowed).is_ok(), "{allowed}");
+        }
     }
 }

@@ -14,7 +14,11 @@ use crate::prefix::{PrefixIndex, prefix_label};
 /// One address or CIDR of an `allow[].addresses` list, with the ports of its entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// IPv4-mapped IPv6 prefixes are stored as the IPv4 prefix they map.
     pub prefix: IpNet,
+    /// Shorter than `global.broad_entry_prefix` for its family: it hides every `missing` finding
+    /// inside it, so it is reported (a truthful declaration, never refused).
+    pub broad: bool,
     /// Sorted, without duplicates.
     pub ports: Vec<u16>,
     /// The targets this entry belongs to: its `target:` tag, or the targets whose own file it is in.
@@ -57,12 +61,19 @@ pub struct EntryUsage {
     pub entry: String,
     pub port: u16,
     pub unused: bool,
+    /// Shorter than `global.broad_entry_prefix`: it hides every `missing` finding inside it.
+    pub broad: bool,
 }
 
 impl Whitelist {
     /// Builds the whitelist from its files and their entries.
     pub fn new(files: Vec<PathBuf>, entries: Vec<Entry>) -> Self {
         Self { files, entries }
+    }
+
+    /// The entries shorter than `global.broad_entry_prefix`, in file order.
+    pub fn broad_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| e.broad)
     }
 
     /// The prefixes that let `target`'s traffic through on its port, as declared.
@@ -95,17 +106,22 @@ impl Whitelist {
     /// For every (entry, port), whether it covers no published address or prefix of any target on
     /// that port. `published` maps each port to what the targets probing that port publish.
     pub fn usage(&self, published: &BTreeMap<u16, PrefixIndex>) -> Vec<EntryUsage> {
-        let mut usage: BTreeMap<(String, u16), bool> = BTreeMap::new();
+        let mut usage: BTreeMap<(String, u16), (bool, bool)> = BTreeMap::new();
         for entry in &self.entries {
             for &port in &entry.ports {
                 let used = published.get(&port).is_some_and(|index| index.overlaps(entry.prefix));
-                // The value depends only on (prefix, port), so duplicates across files agree.
-                usage.insert((entry.label(), port), !used);
+                // The values depend only on (prefix, port), so duplicates across files agree.
+                usage.insert((entry.label(), port), (!used, entry.broad));
             }
         }
         usage
             .into_iter()
-            .map(|((entry, port), unused)| EntryUsage { entry, port, unused })
+            .map(|((entry, port), (unused, broad))| EntryUsage {
+                entry,
+                port,
+                unused,
+                broad,
+            })
             .collect()
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::finding::{Finding, FindingCounts, classify};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
-use super::source::SourceReport;
+use super::source::{Bogus, SourceReport};
 use crate::config::whitelist::EntryUsage;
 use crate::config::{Config, Target};
 use crate::prefix::PrefixIndex;
@@ -31,9 +31,12 @@ pub struct AddressReport {
     pub published: bool,
     /// `None` when no whitelist is declared for the target.
     pub whitelisted: Option<bool>,
-    /// `None` until the address was probed once.
+    /// `None` until the address was probed once, and for a bogus address.
     pub probe: Option<ProbeResult>,
     pub finding: Option<Finding>,
+    /// Set for an address a source returned that is never a vendor's: never probed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bogus: Option<Bogus>,
 }
 
 /// Address counts of one target, by set.
@@ -111,6 +114,8 @@ pub struct TargetInput<'a> {
     pub changes: (u64, u64),
     /// Probes this host failed to make since start, by reason.
     pub probe_errors: &'a BTreeMap<LocalFault, u64>,
+    /// Addresses sources returned that are never a vendor's: reported, not probed.
+    pub bogus: &'a BTreeMap<IpAddr, Bogus>,
 }
 
 /// Evaluates every target. `inputs` and `sources` are in the order of `config.targets`.
@@ -147,7 +152,7 @@ fn evaluate_target(
         probed: input.probed.len(),
         ..Counts::default()
     };
-    let addresses = input
+    let addresses: Vec<AddressReport> = input
         .probed
         .iter()
         .map(|&ip| {
@@ -171,9 +176,21 @@ fn evaluate_target(
                 whitelisted,
                 probe,
                 finding,
+                bogus: None,
             }
         })
+        .chain(input.bogus.iter().map(|(&ip, &bogus)| AddressReport {
+            target: target.name.clone(),
+            ip,
+            port: target.port,
+            published: true,
+            whitelisted: declared.then(|| coverage.covers_address(ip)),
+            probe: None,
+            finding: Some(Finding::BogusAddress),
+            bogus: Some(bogus),
+        }))
         .collect();
+    counts.findings[Finding::BogusAddress] += input.bogus.len();
     let prefixes = input
         .prefixes
         .iter()

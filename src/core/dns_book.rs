@@ -1,6 +1,8 @@
 //! The DNS retention book. Large pools answer each query with a subset, so an address stays in
 //! the set for `dns_retention` after the last answer that contained it; retention pauses while
-//! DNS fails, so an outage of the resolver never empties the set.
+//! DNS fails, so an outage of the resolver never empties the set. A and AAAA keep books of their
+//! own: a resolver that refuses AAAA (dnsmasq without upstreams, split horizons) must not discard
+//! the A answers that came.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -39,6 +41,64 @@ impl DnsBook {
     /// The addresses currently in the set.
     pub fn addresses(&self) -> BTreeSet<IpAddr> {
         self.last_seen.keys().copied().collect()
+    }
+}
+
+/// An address family, as DNS asks for it: A or AAAA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    /// Both families, A first.
+    pub const ALL: [Self; 2] = [Self::Ipv4, Self::Ipv6];
+
+    /// The `family` label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }
+    }
+
+    /// The record type asked for.
+    pub fn record_type(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "A",
+            Self::Ipv6 => "AAAA",
+        }
+    }
+}
+
+/// One book per family, and whether each family's last refresh succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FamilyBooks {
+    books: [DnsBook; 2],
+    up: [Option<bool>; 2],
+}
+
+impl FamilyBooks {
+    /// Records one family's refresh: its answers, or that it failed (its set then stays as it was).
+    pub fn record(&mut self, family: Family, now: Instant, answers: Option<&BTreeSet<IpAddr>>, retention: Duration) {
+        let index = family as usize;
+        match answers {
+            Some(answers) => self.books[index].record_success(now, answers, retention),
+            None => self.books[index].record_failure(now),
+        }
+        self.up[index] = Some(answers.is_some());
+    }
+
+    /// Every address either family holds.
+    pub fn addresses(&self) -> BTreeSet<IpAddr> {
+        self.books.iter().flat_map(DnsBook::addresses).collect()
+    }
+
+    /// Whether `family`'s last refresh succeeded; `None` before the first, or when it is not asked.
+    pub fn up(&self, family: Family) -> Option<bool> {
+        self.up[family as usize]
     }
 }
 
@@ -86,5 +146,21 @@ mod tests {
         assert_eq!(book.addresses(), set(&["192.0.2.1", "2001:db8::1"]));
         book.record_success(back + Duration::from_secs(3001), &set(&["192.0.2.1"]), HOUR);
         assert_eq!(book.addresses(), set(&["192.0.2.1"]));
+    }
+
+    #[test]
+    fn a_failing_family_keeps_its_set_and_the_other_family_moves_on() {
+        let t0 = Instant::now();
+        let mut books = FamilyBooks::default();
+        books.record(Family::Ipv4, t0, Some(&set(&["192.0.2.1"])), HOUR);
+        books.record(Family::Ipv6, t0, Some(&set(&["2001:db8::1"])), HOUR);
+        let later = t0 + 2 * HOUR;
+        books.record(Family::Ipv4, later, Some(&set(&["192.0.2.2"])), HOUR);
+        books.record(Family::Ipv6, later, None, HOUR);
+        assert_eq!(books.addresses(), set(&["192.0.2.2", "2001:db8::1"]));
+        assert_eq!(
+            (books.up(Family::Ipv4), books.up(Family::Ipv6)),
+            (Some(true), Some(false))
+        );
     }
 }

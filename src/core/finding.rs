@@ -21,6 +21,8 @@ pub enum Finding {
     Undeclared,
     /// Declared for this target, but no longer published by the vendor.
     Stale,
+    /// A source returned an address that is never a vendor's: not probed, reported.
+    BogusAddress,
 }
 
 /// One finding's label and the action it asks for.
@@ -35,7 +37,7 @@ pub struct FindingRow {
 
 impl Finding {
     /// Every finding, in the order the metrics list them; `ROWS[f as usize].finding == f`.
-    pub const ROWS: [FindingRow; 4] = [
+    pub const ROWS: [FindingRow; 5] = [
         FindingRow {
             finding: Self::Blocked,
             label: "blocked",
@@ -55,6 +57,12 @@ impl Finding {
             finding: Self::Stale,
             label: "stale",
             action: "whitelisted but no longer published: remove the entry",
+        },
+        FindingRow {
+            finding: Self::BogusAddress,
+            label: "bogus_address",
+            action: "a source returned an address that is never a vendor's (this host, loopback, link-local, multicast): \
+                     a sinkholed or hijacked name, or a broken list; not probed",
         },
     ];
 
@@ -205,7 +213,7 @@ mod tests {
         assert_eq!(counts.total(), 3);
         assert_eq!(
             serde_json::to_string(&counts).unwrap(),
-            r#"{"blocked":0,"missing":2,"undeclared":0,"stale":1}"#
+            r#"{"blocked":0,"missing":2,"undeclared":0,"stale":1,"bogus_address":0}"#
         );
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::source::{Failure, Reason};
 use crate::config::{ListFormat, PublishedSource};
-use crate::prefix::probe_cost;
+use crate::prefix::{canonical_net, probe_cost};
 
 /// What a server said about its copy, for conditional requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,11 +99,12 @@ fn select(source: &PublishedSource, value: &serde_json::Value) -> Result<Vec<IpN
 }
 
 /// An address (as a host prefix) or a CIDR; host bits are masked, as a firewall would.
+/// IPv4-mapped IPv6 is taken as the IPv4 it names, as everywhere else.
 fn parse_prefix(text: &str) -> Option<IpNet> {
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(IpNet::from(ip));
+        return Some(canonical_net(IpNet::from(ip)));
     }
-    text.parse::<IpNet>().ok().map(|p| p.trunc())
+    text.parse::<IpNet>().ok().map(|p| canonical_net(p.trunc()))
 }
 
 fn shorten(text: &str) -> String {
@@ -151,4 +152,22 @@ pub fn accept(
         ));
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_prefix;
+
+    #[test]
+    fn mapped_ipv6_in_a_list_is_the_ipv4_it_names() {
+        assert_eq!(
+            parse_prefix("::ffff:198.51.100.7"),
+            Some("198.51.100.7/32".parse().unwrap())
+        );
+        assert_eq!(
+            parse_prefix("::ffff:198.51.100.0/120"),
+            Some("198.51.100.0/24".parse().unwrap())
+        );
+        assert_eq!(parse_prefix("2001:db8::/64"), Some("2001:db8::/64".parse().unwrap()));
+    }
 }

@@ -5,6 +5,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::dns_book::Family;
+
 /// The kind of an address source: the `source` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -25,6 +27,37 @@ impl SourceKind {
             Self::Static => "static",
             Self::Published => "published",
         }
+    }
+}
+
+/// An address a source returned that is never a vendor's service: probing it would reach this
+/// host or nothing at all, so it is reported, not probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Bogus {
+    /// The source that returned it.
+    pub source: SourceKind,
+    /// What kind of address it is, in words.
+    pub why: &'static str,
+}
+
+/// Why `ip` can never be a vendor's address, if it cannot: unspecified (`0.0.0.0`, `::`: a
+/// connection reaches this host), "this network" (0.0.0.0/8), broadcast, multicast, link-local
+/// and, unless `allow_local`, loopback. A sinkholed or hijacked name answers with these.
+pub fn never_a_vendor(ip: std::net::IpAddr, allow_local: bool) -> Option<&'static str> {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.octets()[0] == 0 => {
+            Some("unspecified: a connection reaches this host")
+        }
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified: a connection reaches this host"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
+        _ if ip.is_multicast() => Some("multicast"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("link-local"),
+        _ if ip.is_loopback() && !allow_local => {
+            Some("loopback: this host (set allow_local_addresses if it is a tunnel or a lab)")
+        }
+        _ => None,
     }
 }
 
@@ -127,6 +160,9 @@ pub struct SourceReport {
     /// Failed refreshes since start, by reason.
     #[serde(serialize_with = "failures_by_label")]
     pub failures: Vec<(Reason, u64)>,
+    /// For DNS: whether each family asked (A, AAAA) answered at its last refresh.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<(Family, bool)>,
 }
 
 impl SourceReport {
@@ -152,4 +188,32 @@ fn as_unix_seconds<S: serde::Serializer>(time: &Option<SystemTime>, serializer: 
 pub fn unix_seconds(time: SystemTime) -> f64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::never_a_vendor;
+
+    #[test]
+    fn addresses_that_are_never_a_vendors() {
+        let why = |text: &str, local| never_a_vendor(text.parse().unwrap(), local);
+        for bogus in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "::",
+            "255.255.255.255",
+            "224.0.0.1",
+            "ff02::1",
+            "169.254.1.1",
+            "fe80::1",
+        ] {
+            assert!(why(bogus, true).is_some(), "{bogus}");
+        }
+        assert!(why("127.0.0.1", false).is_some());
+        assert!(why("::1", false).is_some());
+        assert_eq!(why("127.0.0.1", true), None, "a lab or a tunnel, on purpose");
+        for vendor in ["192.0.2.1", "198.51.100.7", "2001:db8::1", "10.0.0.1"] {
+            assert_eq!(why(vendor, false), None, "{vendor}");
+        }
+    }
 }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 use ipnet::IpNet;
 
 use super::audit::{self, Report, TargetInput};
-use super::dns_book::DnsBook;
+use super::dns_book::{Family, FamilyBooks};
 use super::list::{self, Validators};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
-use super::source::{Failure, Reason, SourceKind, SourceReport, SourceStatus};
+use super::source::{Bogus, Failure, Reason, SourceKind, SourceReport, SourceStatus, never_a_vendor};
 use crate::config::{Config, Target};
 use crate::prefix;
 
@@ -63,11 +63,18 @@ pub fn sources_of(target: &Target) -> Vec<SourceSpec> {
     specs
 }
 
+/// What one DNS refresh brought, per family; `None` for a family not asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsAnswers {
+    pub ipv4: Option<Result<BTreeSet<IpAddr>, Failure>>,
+    pub ipv6: Option<Result<BTreeSet<IpAddr>, Failure>>,
+}
+
 /// What a refresh of a source brought.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
-    /// DNS answers of one refresh (all queries, both families).
-    Answers(BTreeSet<IpAddr>),
+    /// DNS answers of one refresh (all queries), each family on its own.
+    Answers(DnsAnswers),
     /// A new list body, parsed; [`list::accept`] decides whether it is taken.
     Fresh {
         prefixes: Vec<IpNet>,
@@ -90,7 +97,7 @@ pub enum Update {
 /// What one source holds now.
 #[derive(Debug, Clone)]
 pub enum Held {
-    Dns(DnsBook),
+    Dns(FamilyBooks),
     Static(BTreeSet<IpAddr>),
     List {
         prefixes: BTreeSet<IpNet>,
@@ -112,7 +119,7 @@ impl SourceState {
     fn new(spec: SourceSpec, target: &Target, loaded_at: SystemTime) -> Self {
         let mut status = SourceStatus::default();
         let held = match spec {
-            SourceSpec::Dns => Held::Dns(DnsBook::default()),
+            SourceSpec::Dns => Held::Dns(FamilyBooks::default()),
             SourceSpec::Static => {
                 // The configuration is the source: it succeeded when it was loaded.
                 status.succeeded(loaded_at);
@@ -182,6 +189,8 @@ pub struct TargetState {
     pub removed_total: u64,
     /// Probes this host failed to make since start, by reason.
     pub probe_errors: BTreeMap<LocalFault, u64>,
+    /// Addresses DNS or a list returned that are never a vendor's: reported, never probed.
+    pub bogus: BTreeMap<IpAddr, Bogus>,
 }
 
 /// When the last full sweep finished and how long it took.
@@ -373,14 +382,26 @@ impl State {
                 source.status.last_error = Some(error);
                 return applied;
             }
-            (Held::Dns(book), Update::Answers(answers)) => {
-                book.record_success(now, &answers, target.dns_retention);
-                source.status.succeeded(wall);
-            }
-            (Held::Dns(book), Update::Failed(failure)) => {
-                book.record_failure(now);
-                source.status.failed(&failure);
-                applied.failure = Some(failure);
+            (Held::Dns(books), Update::Answers(answers)) => {
+                let mut failure = None;
+                for (family, outcome) in [(Family::Ipv4, answers.ipv4), (Family::Ipv6, answers.ipv6)] {
+                    match outcome {
+                        None => {}
+                        Some(Ok(set)) => books.record(family, now, Some(&set), target.dns_retention),
+                        Some(Err(failed)) => {
+                            books.record(family, now, None, target.dns_retention);
+                            failure.get_or_insert(failed);
+                        }
+                    }
+                }
+                // A family that failed fails the source: its addresses may be missing.
+                match failure {
+                    None => source.status.succeeded(wall),
+                    Some(failure) => {
+                        source.status.failed(&failure);
+                        applied.failure = Some(failure);
+                    }
+                }
             }
             (
                 Held::List {
@@ -450,19 +471,38 @@ impl State {
         let state = &mut self.targets[id.0];
         let before = published_items(state);
         let mut published: BTreeSet<IpAddr> = BTreeSet::new();
+        let mut bogus: BTreeMap<IpAddr, Bogus> = BTreeMap::new();
         let (mut prefixes, mut unprobed) = (BTreeSet::new(), BTreeSet::new());
+        // What DNS and lists return is checked; static addresses were written on purpose.
+        let mut take = |ip: IpAddr, source: SourceKind, published: &mut BTreeSet<IpAddr>| match never_a_vendor(
+            ip,
+            target.allow_local_addresses,
+        ) {
+            Some(why) => {
+                bogus.entry(ip).or_insert(Bogus { source, why });
+            }
+            None => {
+                published.insert(ip);
+            }
+        };
         for source in &state.sources {
             match &source.held {
-                Held::Dns(book) => published.extend(book.addresses()),
+                Held::Dns(books) => {
+                    for ip in books.addresses() {
+                        take(ip, SourceKind::Dns, &mut published);
+                    }
+                }
                 Held::Static(addresses) => published.extend(addresses),
                 Held::List { prefixes: list, .. } => {
                     for prefix in list {
                         if prefix.prefix_len() == prefix.max_prefix_len() {
-                            published.insert(prefix.addr());
+                            take(prefix.addr(), SourceKind::Published, &mut published);
                         } else {
                             prefixes.insert(*prefix);
                             if prefix::is_probed(prefix, cap) {
-                                published.extend(prefix::addresses(prefix));
+                                for ip in prefix::addresses(prefix) {
+                                    take(ip, SourceKind::Published, &mut published);
+                                }
                             } else {
                                 unprobed.insert(*prefix);
                             }
@@ -471,6 +511,9 @@ impl State {
                 }
             }
         }
+        // Another source publishing it for real wins.
+        bogus.retain(|ip, _| !published.contains(ip));
+        state.bogus = bogus;
         state.published = published;
         state.prefixes = prefixes;
         state.unprobed = unprobed;
@@ -515,6 +558,7 @@ impl State {
                 results: &t.results,
                 changes: (t.added_total, t.removed_total),
                 probe_errors: &t.probe_errors,
+                bogus: &t.bogus,
             })
             .collect();
         let sources = self
@@ -542,8 +586,15 @@ impl State {
             .sources
             .iter()
             .map(|source| {
+                let families = match &source.held {
+                    Held::Dns(books) => Family::ALL
+                        .into_iter()
+                        .filter_map(|family| books.up(family).map(|up| (family, up)))
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 let (url, addresses) = match (&source.held, source.spec) {
-                    (Held::Dns(book), _) => (None, book.addresses().len()),
+                    (Held::Dns(books), _) => (None, books.addresses().len()),
                     (Held::Static(addresses), _) => (None, addresses.len()),
                     (Held::List { prefixes, .. }, SourceSpec::Published(list)) => (
                         Some(target.published[list].label.clone()),
@@ -559,6 +610,7 @@ impl State {
                     last_success: source.status.last_success,
                     last_error: source.status.last_error.clone(),
                     failures: source.status.failures.iter().map(|(r, n)| (*r, *n)).collect(),
+                    families,
                 }
             })
             .collect()

@@ -13,58 +13,83 @@ use hickory_resolver::proto::rr::RData;
 use hickory_resolver::{Resolver, TokioResolver};
 
 use crate::config::{ResolverSpec, Target};
+use crate::core::dns_book::Family;
 use crate::core::source::{Failure, Reason};
+use crate::core::state::DnsAnswers;
+use crate::prefix::canonical_ip;
 
 /// Resolves `target.host` against each of its resolvers, `dns_queries` times each, A and AAAA as
-/// separate queries, and returns the union. Any failed query fails the whole refresh, so a partial
-/// answer never shrinks the set; NXDOMAIN and NODATA are answers (empty ones).
-pub async fn resolve(target: &Target, timeout: Duration) -> Result<BTreeSet<IpAddr>, Failure> {
+/// separate queries, and returns the union per family. A failed query fails its family's refresh,
+/// so a partial answer never shrinks that family's set, while the other family's answers count;
+/// NXDOMAIN and NODATA are answers (empty ones). IPv4-mapped AAAA answers are taken as the IPv4
+/// address they are.
+pub async fn resolve(target: &Target, timeout: Duration) -> DnsAnswers {
     let Some(host) = target.host.as_deref() else {
-        return Ok(BTreeSet::new());
+        return DnsAnswers::default();
     };
-    let mut found = BTreeSet::new();
+    let asked = |family| match family {
+        Family::Ipv4 => target.ipv4,
+        Family::Ipv6 => target.ipv6,
+    };
+    let mut found: [Option<Result<BTreeSet<IpAddr>, Failure>>; 2] =
+        Family::ALL.map(|family| asked(family).then(|| Ok(BTreeSet::new())));
     for spec in &target.resolvers {
         for _ in 0..target.dns_queries {
             // A fresh resolver per query: hickory caches answers, and a cached answer would hide
             // the rotation of a pool's subsets.
-            let resolver = build_resolver(*spec, timeout)
-                .map_err(|err| Failure::new(Reason::Dns("config"), format!("{spec}: {host}: {err}")))?;
+            let resolver = match build_resolver(*spec, timeout) {
+                Ok(resolver) => resolver,
+                Err(err) => {
+                    let failure = Failure::new(Reason::Dns("config"), format!("{spec}: {host}: {err}"));
+                    for slot in found.iter_mut().flatten() {
+                        *slot = Err(failure.clone());
+                    }
+                    return answers(found);
+                }
+            };
+            let still_good = |family: Family| matches!(found[family as usize], Some(Ok(_)));
             let (v4, v6) = tokio::join!(
                 async {
-                    if target.ipv4 {
+                    if still_good(Family::Ipv4) {
                         Some(resolver.ipv4_lookup(host).await)
                     } else {
                         None
                     }
                 },
                 async {
-                    if target.ipv6 {
+                    if still_good(Family::Ipv6) {
                         Some(resolver.ipv6_lookup(host).await)
                     } else {
                         None
                     }
                 },
             );
-            for (record_type, answer) in [("A", v4), ("AAAA", v6)] {
+            for (family, answer) in [(Family::Ipv4, v4), (Family::Ipv6, v6)] {
+                let slot = &mut found[family as usize];
+                let Some(Ok(set)) = slot else { continue };
                 match answer {
                     None => {}
-                    Some(Ok(lookup)) => found.extend(lookup.answers().iter().filter_map(|record| match &record.data {
+                    Some(Ok(lookup)) => set.extend(lookup.answers().iter().filter_map(|record| match &record.data {
                         RData::A(a) => Some(IpAddr::V4(a.0)),
-                        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+                        RData::AAAA(aaaa) => Some(canonical_ip(IpAddr::V6(aaaa.0))),
                         _ => None,
                     })),
                     Some(Err(err)) if err.is_no_records_found() => {}
                     Some(Err(err)) => {
-                        return Err(Failure::new(
+                        *slot = Some(Err(Failure::new(
                             Reason::Dns(err.as_metrics_label()),
-                            format!("{spec}: {record_type} {host}: {}", describe(&err)),
-                        ));
+                            format!("{spec}: {} {host}: {}", family.record_type(), describe(&err)),
+                        )));
                     }
                 }
             }
         }
     }
-    Ok(found)
+    answers(found)
+}
+
+fn answers([ipv4, ipv6]: [Option<Result<BTreeSet<IpAddr>, Failure>>; 2]) -> DnsAnswers {
+    DnsAnswers { ipv4, ipv6 }
 }
 
 fn describe(err: &NetError) -> String {

@@ -40,10 +40,7 @@ impl Discovery {
     pub async fn refresh(&self, config: Arc<Config>, id: SourceId, spec: SourceSpec, validators: Validators) -> Update {
         let target = &config.targets[id.target.0];
         match spec {
-            SourceSpec::Dns => match dns::resolve(target, config.global.timeout).await {
-                Ok(answers) => Update::Answers(answers),
-                Err(failure) => Update::Failed(failure),
-            },
+            SourceSpec::Dns => Update::Answers(dns::resolve(target, config.global.timeout).await),
             // The configuration is the static source: nothing to ask.
             SourceSpec::Static => Update::NotModified,
             SourceSpec::Published(list) => published::refresh(&self.client, &target.published[list], &validators).await,
