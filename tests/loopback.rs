@@ -867,3 +867,65 @@ fn the_readmes_check_examples_run_as_written() {
         }
     }
 }
+
+#[test]
+fn listen_address_takes_the_port_only_form_of_every_exporter() {
+    let dir = tempdir("listen");
+    let config = dir.join("c.yml");
+    write_config(&config, free_port(), &["127.0.0.1"]);
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+        ])
+        .arg(format!(":{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon(child);
+    // Every interface: loopback answers.
+    wait_for(
+        &format!("127.0.0.1:{port}"),
+        "/-/healthy",
+        Duration::from_secs(10),
+        |_| true,
+    );
+    let refused = Command::new(BIN)
+        .args([
+            "serve",
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            "10022",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("write :10022"));
+}
+
+#[test]
+fn check_shows_progress_on_a_terminal_only() {
+    if !common::tools_allowed("check_shows_progress_on_a_terminal_only", &["script"]) {
+        return;
+    }
+    // A silent listener: the probe takes its whole 2 s timeout.
+    let tarpit = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tarpit.local_addr().unwrap().port().to_string();
+    let command = format!("{BIN} check --static 127.0.0.1 --port {port} --timeout 2s --attempts 1");
+    // `script` gives the command a terminal; its output holds what the terminal showed.
+    let on_terminal = Command::new("script")
+        .args(["-qc", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(shown.contains("probed 0 of 1 addresses"), "{shown}");
+    let piped = Command::new("sh").args(["-c", &command]).output().unwrap();
+    assert!(piped.stderr.is_empty(), "{}", String::from_utf8_lossy(&piped.stderr));
+    assert!(String::from_utf8_lossy(&piped.stdout).starts_with("TARGET"));
+    drop(tarpit);
+}
