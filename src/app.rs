@@ -141,7 +141,12 @@ pub fn restore(shared: &Shared, discovery: &Discovery) {
     });
     for (id, spec) in fresh {
         if let Some(update) = discovery.restore(&config, id, spec) {
-            shared.update(|state| state.apply(id, update, Instant::now().into_std(), SystemTime::now()));
+            shared.update(|state| {
+                // Ids belong to one configuration: a reload meanwhile makes this one moot.
+                if Arc::ptr_eq(&state.config, &config) {
+                    state.apply(id, update, Instant::now().into_std(), SystemTime::now());
+                }
+            });
         }
     }
 }

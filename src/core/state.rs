@@ -100,6 +100,8 @@ pub enum Held {
     Dns(FamilyBooks),
     Static(BTreeSet<IpAddr>),
     List {
+        /// Which of the target's `published` lists.
+        list: usize,
         prefixes: BTreeSet<IpNet>,
         validators: Validators,
         /// When the next refresh is due; `None`: now.
@@ -125,7 +127,8 @@ impl SourceState {
                 status.succeeded(loaded_at);
                 Held::Static(target.static_addresses.clone())
             }
-            SourceSpec::Published(_) => Held::List {
+            SourceSpec::Published(list) => Held::List {
+                list,
                 prefixes: BTreeSet::new(),
                 validators: Validators::default(),
                 next_due: None,
@@ -354,6 +357,10 @@ impl State {
                 if let Some(same) = same {
                     source.held = same.held.clone();
                     source.status = same.status.clone();
+                    // The list may have moved in the new file: it is found by its URL, not its place.
+                    if let (Held::List { list, .. }, SourceSpec::Published(now_at)) = (&mut source.held, source.spec) {
+                        *list = now_at;
+                    }
                 }
             }
             carried.results.clone_from(&previous.results);
@@ -405,16 +412,14 @@ impl State {
             }
             (
                 Held::List {
+                    list,
                     prefixes,
                     validators,
                     next_due,
                 },
                 update,
             ) => {
-                let SourceSpec::Published(list) = source.spec else {
-                    unreachable!("only published sources hold lists")
-                };
-                let spec = &target.published[list];
+                let spec = &target.published[*list];
                 let outcome = match update {
                     Update::NotModified => Ok(None),
                     Update::Fresh {
@@ -436,7 +441,8 @@ impl State {
                     }
                     Update::Failed(failure) => Err(failure),
                     Update::Answers(_) | Update::StateCorrupt(_) => {
-                        unreachable!("a list source is refreshed by list updates")
+                        debug_assert!(false, "DNS answers for a list source");
+                        return applied;
                     }
                 };
                 match outcome {
@@ -457,7 +463,19 @@ impl State {
                     }
                 }
             }
-            (held, update) => unreachable!("update {update:?} does not fit source {held:?}"),
+            (Held::Dns(books), Update::Failed(failure)) => {
+                let asked = [(Family::Ipv4, target.ipv4), (Family::Ipv6, target.ipv6)];
+                for (family, _) in asked.into_iter().filter(|(_, asked)| *asked) {
+                    books.record(family, now, None, target.dns_retention);
+                }
+                source.status.failed(&failure);
+                applied.failure = Some(failure);
+            }
+            // A list update for DNS is a bug of the caller; it changes nothing rather than crash.
+            (held, update) => {
+                debug_assert!(false, "update {update:?} does not fit source {held:?}");
+                return applied;
+            }
         }
         applied.change = self.recompute(id.target);
         applied
@@ -593,14 +611,13 @@ impl State {
                         .collect(),
                     _ => Vec::new(),
                 };
-                let (url, addresses) = match (&source.held, source.spec) {
-                    (Held::Dns(books), _) => (None, books.addresses().len()),
-                    (Held::Static(addresses), _) => (None, addresses.len()),
-                    (Held::List { prefixes, .. }, SourceSpec::Published(list)) => (
-                        Some(target.published[list].label.clone()),
+                let (url, addresses) = match &source.held {
+                    Held::Dns(books) => (None, books.addresses().len()),
+                    Held::Static(addresses) => (None, addresses.len()),
+                    Held::List { list, prefixes, .. } => (
+                        Some(target.published[*list].label.clone()),
                         usize::try_from(prefix::probe_cost(prefixes, cap)).unwrap_or(usize::MAX),
                     ),
-                    (Held::List { .. }, _) => unreachable!("only published sources hold lists"),
                 };
                 SourceReport {
                     source: source.spec.kind(),
@@ -625,4 +642,74 @@ fn published_items(state: &TargetState) -> BTreeSet<IpNet> {
         .map(|ip| IpNet::from(*ip))
         .chain(state.unprobed.iter().copied())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config;
+
+    fn load(yaml: &str) -> Arc<Config> {
+        let raw = config::parse_yaml(Path::new("s.yml"), yaml).unwrap();
+        Arc::new(config::build(Path::new("s.yml"), &raw).unwrap())
+    }
+
+    fn fresh(prefixes: &[&str]) -> Update {
+        Update::Fresh {
+            prefixes: prefixes
+                .iter()
+                .map(|p| IpNet::from(p.parse::<IpAddr>().unwrap()))
+                .collect(),
+            validators: Validators::default(),
+        }
+    }
+
+    fn lists(state: &State) -> Vec<(String, usize)> {
+        state.report().targets[0]
+            .sources
+            .iter()
+            .map(|s| (s.url.clone().unwrap(), s.addresses))
+            .collect()
+    }
+
+    #[test]
+    fn a_reload_that_reorders_or_drops_lists_keeps_each_lists_own_set() {
+        let two = "targets:\n  - name: t\n    published:\n      - path: a.txt\n      - path: b.txt\n";
+        let mut state = State::new(load(two));
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let id = |index| SourceId {
+            target: TargetId(0),
+            index,
+        };
+        state.apply(id(0), fresh(&["192.0.2.1"]), now, wall);
+        state.apply(id(1), fresh(&["198.51.100.1", "198.51.100.2"]), now, wall);
+        let (a, b) = (lists(&state)[0].0.clone(), lists(&state)[1].0.clone());
+
+        let swapped = state.reconfigured(&load(
+            "targets:\n  - name: t\n    published:\n      - path: b.txt\n      - path: a.txt\n",
+        ));
+        assert_eq!(lists(&swapped), [(b.clone(), 2), (a.clone(), 1)]);
+        let dropped = state.reconfigured(&load("targets:\n  - name: t\n    published:\n      - path: b.txt\n"));
+        assert_eq!(lists(&dropped), [(b, 2)]);
+        // The carried list is refreshed again under its new place without a panic.
+        let mut dropped = dropped;
+        dropped.apply(id(0), fresh(&["198.51.100.3"]), now, wall);
+        assert_eq!(dropped.targets[0].published.len(), 1);
+    }
+
+    #[test]
+    fn an_update_that_does_not_fit_its_source_changes_nothing() {
+        let config = load("targets:\n  - name: t\n    host: vendor.example\n");
+        let mut state = State::new(config);
+        let id = SourceId {
+            target: TargetId(0),
+            index: 0,
+        };
+        let failed = Update::Failed(Failure::new(Reason::Dns("proto"), "resolver down"));
+        let applied = state.apply(id, failed, Instant::now(), SystemTime::now());
+        assert!(applied.failure.is_some());
+        assert_eq!(state.targets[0].sources[0].status.up, Some(false));
+    }
 }
