@@ -110,14 +110,17 @@ impl Shared {
 /// Concurrency bounds of one configuration.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// The configuration these bounds were made for: a sweep that starts after a reload makes its own.
+    config: Arc<Config>,
     global: Arc<Semaphore>,
     per_target: Vec<Arc<Semaphore>>,
 }
 
 impl Limits {
     /// The bounds `config` sets.
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Arc<Config>) -> Self {
         Self {
+            config: Arc::clone(config),
             global: Arc::new(Semaphore::new(config.global.concurrency)),
             per_target: config
                 .targets
@@ -154,8 +157,12 @@ pub fn restore(shared: &Shared, discovery: &Discovery) {
 /// Refreshes every source that is due (every list unless `only_due`; DNS always), concurrently,
 /// and applies the results.
 pub async fn refresh(shared: &Shared, discovery: &Discovery, only_due: bool) {
-    let config = shared.config();
-    let due = shared.with_state(|state| state.due(Instant::now().into_std(), only_due));
+    let (config, due) = shared.with_state(|state| {
+        (
+            Arc::clone(&state.config),
+            state.due(Instant::now().into_std(), only_due),
+        )
+    });
     let mut tasks = JoinSet::new();
     for (id, spec, validators) in due {
         let (discovery, config) = (discovery.clone(), Arc::clone(&config));
@@ -165,12 +172,13 @@ pub async fn refresh(shared: &Shared, discovery: &Discovery, only_due: bool) {
         let Ok((id, spec, update)) = joined else { continue };
         let applied = shared.update(|state| {
             // A reload while we were asking: this answer belongs to a configuration gone by.
-            Arc::ptr_eq(&state.config, &config)
-                .then(|| state.apply(id, update, Instant::now().into_std(), SystemTime::now()))
+            Arc::ptr_eq(&state.config, &config).then(|| {
+                let applied = state.apply(id, update, Instant::now().into_std(), SystemTime::now());
+                (applied, state.source_name(id))
+            })
         });
-        let Some(applied) = applied else { continue };
+        let Some((applied, source)) = applied else { continue };
         let target = &config.targets[id.target.0].name;
-        let source = shared.with_state(|state| state.source_name(id));
         if let Some(failure) = &applied.failure {
             tracing::warn!(target_name = %target, source = %source, reason = failure.reason.as_label(), error = %failure, "refresh failed; keeping the last good set");
         }
@@ -202,6 +210,12 @@ pub async fn sweep<N: Network>(
 ) {
     let started = Instant::now();
     let (config, work) = shared.with_state(|state| (Arc::clone(&state.config), interleave(state)));
+    // Spawned before a reload, started after it: the bounds must be the new configuration's.
+    let limits = if Arc::ptr_eq(&limits.config, &config) {
+        limits
+    } else {
+        Limits::new(&config)
+    };
     let total = work.len();
     let mut tasks = JoinSet::new();
     for (position, (target_id, ip)) in work.into_iter().enumerate() {
@@ -693,5 +707,25 @@ mod tests {
         assert_eq!(target.counts.findings.total(), 0);
         let fd = target.probe_errors.iter().find(|(f, _)| *f == LocalFault::FdExhausted);
         assert_eq!(fd, Some(&(LocalFault::FdExhausted, 1)), "one probe ended in error");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_spawned_before_a_reload_uses_the_new_configurations_bounds() {
+        let before = config("attempts: 1", &["192.0.2.1"]);
+        let stale_limits = Limits::new(&before);
+        let shared = Shared::new(Arc::clone(&before));
+        let yaml = "global: {attempts: 1}\ntargets:\n  - {name: vendor, check: tcp, static: [192.0.2.1]}\n  \
+                    - {name: added, check: tcp, static: [198.51.100.1]}\n";
+        let raw = config::parse_yaml(Path::new("t.yml"), yaml).unwrap();
+        let after = Arc::new(config::build(Path::new("t.yml"), &raw).unwrap());
+        shared.update(|state| *state = state.reconfigured(&after));
+        let network = Scripted::new([("192.0.2.1", INSTANT), ("198.51.100.1", INSTANT)]);
+        sweep(Arc::clone(&shared), network, stale_limits, None, true).await;
+        assert!(shared.snapshot().status.ready);
+        let probed = shared.with_state(|s| s.targets[1].results.len());
+        assert_eq!(
+            probed, 1,
+            "the added target is probed, not a panic on its missing bound"
+        );
     }
 }

@@ -103,7 +103,16 @@ impl ListenAddress {
             Self::At(address) => tokio::net::TcpListener::bind(address).await,
             Self::Any(port) => match tokio::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port)).await {
                 Ok(listener) => Ok(listener),
-                Err(_) => tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await,
+                // No IPv6 on this host: IPv4 alone. Any other error (the port is taken) is the answer.
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
+                    ) || err.raw_os_error() == Some(97) =>
+                {
+                    tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await
+                }
+                Err(err) => Err(err),
             },
         }
     }
@@ -377,6 +386,13 @@ fn flag_message(err: &ConfigError) -> String {
     .iter()
     .find(|(part, _)| key.contains(part))
     .map_or("", |(_, flag)| *flag);
+    if err.message.starts_with("unknown target") {
+        // The whitelist tags entries for a target by name; --host names the target after the host.
+        return format!(
+            "{}\n  with --host, the target is named after the host: give --name with the name the whitelist uses",
+            err.summary()
+        );
+    }
     if err.file == Path::new("the command line") {
         if flag.is_empty() {
             err.message.clone()
@@ -450,7 +466,11 @@ async fn demo(args: DemoArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    print!("{}", lab.describe(&args.listen_address.to_string()));
+    let shown = match args.listen_address {
+        ListenAddress::Any(port) => format!("localhost:{port}"),
+        ListenAddress::At(address) => address.to_string(),
+    };
+    print!("{}", lab.describe(&shown));
     let code = serve(ServeArgs {
         config_file: lab.config.clone(),
         listen_address: args.listen_address,

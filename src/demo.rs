@@ -151,8 +151,7 @@ impl Lab {
     }
 
     fn write_files(port: u16, dropping: (tokio::net::TcpListener, TcpStream)) -> io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("whitelist-audit-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        let dir = private_dir()?;
         let mut published = String::from("# the vendor's published list (a file here; usually https://)\n");
         let mut statics = Vec::new();
         for (n, role) in ROLES.iter().filter(|r| r.published).enumerate() {
@@ -223,6 +222,18 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A new directory only this user can enter: a name another user guessed and planted (with
+/// links inside) is refused, never written through.
+fn private_dir() -> io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("whitelist-audit-demo-{}-{nanos:09}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
 }
 
 /// Answers every connection as `behaviour` says, until the process ends.

@@ -183,8 +183,9 @@ fn evaluate_target(
             target: target.name.clone(),
             ip,
             port: target.port,
-            published: true,
-            whitelisted: declared.then(|| coverage.covers_address(ip)),
+            // Returned by a source, but never part of the published set.
+            published: false,
+            whitelisted: None,
             probe: None,
             finding: Some(Finding::BogusAddress),
             bogus: Some(bogus),

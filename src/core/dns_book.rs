@@ -91,6 +91,12 @@ impl FamilyBooks {
         self.up[index] = Some(answers.is_some());
     }
 
+    /// Drops a family no longer asked for: its addresses leave the set at once.
+    pub fn forget(&mut self, family: Family) {
+        self.books[family as usize] = DnsBook::default();
+        self.up[family as usize] = None;
+    }
+
     /// Every address either family holds.
     pub fn addresses(&self) -> BTreeSet<IpAddr> {
         self.books.iter().flat_map(DnsBook::addresses).collect()

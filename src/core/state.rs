@@ -364,6 +364,10 @@ impl State {
                 }
             }
             carried.results.clone_from(&previous.results);
+            // The change a reload makes is measured from what was published before it, not
+            // from nothing: an unchanged file adds and removes nothing.
+            carried.published.clone_from(&previous.published);
+            carried.unprobed.clone_from(&previous.unprobed);
             carried.added_total = previous.added_total;
             carried.removed_total = previous.removed_total;
             carried.probe_errors.clone_from(&previous.probe_errors);
@@ -393,7 +397,8 @@ impl State {
                 let mut failure = None;
                 for (family, outcome) in [(Family::Ipv4, answers.ipv4), (Family::Ipv6, answers.ipv6)] {
                     match outcome {
-                        None => {}
+                        // No longer asked (a reload): its addresses leave now, not never.
+                        None => books.forget(family),
                         Some(Ok(set)) => books.record(family, now, Some(&set), target.dns_retention),
                         Some(Err(failed)) => {
                             books.record(family, now, None, target.dns_retention);
@@ -492,34 +497,47 @@ impl State {
         let mut bogus: BTreeMap<IpAddr, Bogus> = BTreeMap::new();
         let (mut prefixes, mut unprobed) = (BTreeSet::new(), BTreeSet::new());
         // What DNS and lists return is checked; static addresses were written on purpose.
-        let mut take = |ip: IpAddr, source: SourceKind, published: &mut BTreeSet<IpAddr>| match never_a_vendor(
-            ip,
-            target.allow_local_addresses,
-        ) {
-            Some(why) => {
-                bogus.entry(ip).or_insert(Bogus { source, why });
-            }
-            None => {
-                published.insert(ip);
-            }
-        };
+        let allow_local = target.allow_local_addresses;
+        let take =
+            |ip: IpAddr, source: SourceKind, published: &mut BTreeSet<IpAddr>, bogus: &mut BTreeMap<IpAddr, Bogus>| {
+                match never_a_vendor(ip, allow_local) {
+                    Some(why) => {
+                        bogus.entry(ip).or_insert(Bogus { source, why });
+                    }
+                    None => {
+                        published.insert(ip);
+                    }
+                }
+            };
         for source in &state.sources {
             match &source.held {
                 Held::Dns(books) => {
                     for ip in books.addresses() {
-                        take(ip, SourceKind::Dns, &mut published);
+                        take(ip, SourceKind::Dns, &mut published, &mut bogus);
                     }
                 }
                 Held::Static(addresses) => published.extend(addresses),
                 Held::List { prefixes: list, .. } => {
                     for prefix in list {
+                        // A prefix wholly inside a range no vendor has (169.254.0.0/16, 224.0.0.0/4)
+                        // is reported by its first address and never audited as a vendor's.
+                        let first = never_a_vendor(prefix.network(), target.allow_local_addresses);
+                        if let Some(why) =
+                            first.filter(|_| never_a_vendor(prefix.broadcast(), target.allow_local_addresses).is_some())
+                        {
+                            bogus.entry(prefix.network()).or_insert(Bogus {
+                                source: SourceKind::Published,
+                                why,
+                            });
+                            continue;
+                        }
                         if prefix.prefix_len() == prefix.max_prefix_len() {
-                            take(prefix.addr(), SourceKind::Published, &mut published);
+                            take(prefix.addr(), SourceKind::Published, &mut published, &mut bogus);
                         } else {
                             prefixes.insert(*prefix);
                             if prefix::is_probed(prefix, cap) {
                                 for ip in prefix::addresses(prefix) {
-                                    take(ip, SourceKind::Published, &mut published);
+                                    take(ip, SourceKind::Published, &mut published, &mut bogus);
                                 }
                             } else {
                                 unprobed.insert(*prefix);
@@ -536,6 +554,8 @@ impl State {
         state.prefixes = prefixes;
         state.unprobed = unprobed;
         state.probed = audit::probed_set(&self.config, target, &state.published);
+        // A whitelist may declare such an address too: it is still never probed.
+        state.probed.retain(|ip| !state.bogus.contains_key(ip));
         let probed = &state.probed;
         state.results.retain(|ip, _| probed.contains(ip));
         let after = published_items(state);
@@ -711,5 +731,88 @@ mod tests {
         let applied = state.apply(id, failed, Instant::now(), SystemTime::now());
         assert!(applied.failure.is_some());
         assert_eq!(state.targets[0].sources[0].status.up, Some(false));
+    }
+
+    fn answers(v4: Option<&[&str]>, v6: Option<&[&str]>) -> Update {
+        let set = |list: &[&str]| Ok(list.iter().map(|a| a.parse().unwrap()).collect());
+        Update::Answers(DnsAnswers {
+            ipv4: v4.map(set),
+            ipv6: v6.map(set),
+        })
+    }
+
+    const DNS: SourceId = SourceId {
+        target: TargetId(0),
+        index: 0,
+    };
+
+    #[test]
+    fn an_unchanged_reload_counts_no_change_and_a_family_dropped_by_it_leaves() {
+        let both = "targets:\n  - name: t\n    host: vendor.example\n";
+        let mut state = State::new(load(both));
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        state.apply(DNS, answers(Some(&["192.0.2.1"]), Some(&["2001:db8::1"])), now, wall);
+        assert_eq!((state.targets[0].added_total, state.targets[0].removed_total), (2, 0));
+        let mut reloaded = state.reconfigured(&load(both));
+        assert_eq!(
+            (reloaded.targets[0].added_total, reloaded.targets[0].removed_total),
+            (2, 0)
+        );
+        assert_eq!(reloaded.targets[0].published.len(), 2);
+
+        // The same host, now asked for IPv4 only: the AAAA addresses leave at the next refresh.
+        let mut v4 = reloaded.reconfigured(&load(
+            "targets:\n  - name: t\n    host: vendor.example\n    address_families: [ipv4]\n",
+        ));
+        v4.apply(DNS, answers(Some(&["192.0.2.1"]), None), now, wall);
+        assert_eq!(v4.targets[0].published, BTreeSet::from(["192.0.2.1".parse().unwrap()]));
+        assert_eq!(v4.report().targets[0].sources[0].families, [(Family::Ipv4, true)]);
+        assert_eq!(v4.targets[0].removed_total, 1);
+        reloaded.apply(DNS, answers(Some(&["192.0.2.1"]), Some(&["2001:db8::1"])), now, wall);
+        assert_eq!(reloaded.targets[0].added_total, 2, "nothing new");
+    }
+
+    #[test]
+    fn bogus_answers_and_prefixes_are_reported_and_never_probed() {
+        let yaml = "targets:\n  - name: t\n    host: vendor.example\n    published:\n      - path: a.txt\n";
+        let mut state = State::new(load(yaml));
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        state.apply(
+            DNS,
+            answers(Some(&["0.0.0.0", "192.0.2.1", "127.0.0.1"]), Some(&[])),
+            now,
+            wall,
+        );
+        let list = SourceId {
+            target: TargetId(0),
+            index: 1,
+        };
+        let update = Update::Fresh {
+            prefixes: ["169.254.0.0/16", "224.0.0.0/4", "198.51.100.0/30"]
+                .iter()
+                .map(|p| p.parse().unwrap())
+                .collect(),
+            validators: Validators::default(),
+        };
+        state.apply(list, update, now, wall);
+        let target = &state.targets[0];
+        let bogus: Vec<String> = target.bogus.keys().map(ToString::to_string).collect();
+        assert_eq!(bogus, ["0.0.0.0", "127.0.0.1", "169.254.0.0", "224.0.0.0"]);
+        assert!(target.probed.iter().all(|ip| !target.bogus.contains_key(ip)));
+        assert_eq!(target.published.len(), 1 + 4, "192.0.2.1 and the /30");
+        let prefixes: Vec<String> = target.prefixes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            prefixes,
+            ["198.51.100.0/30"],
+            "bogus prefixes are not audited as the vendor's"
+        );
+        let report = state.report();
+        let rows: Vec<_> = report.targets[0]
+            .addresses
+            .iter()
+            .filter(|a| a.bogus.is_some())
+            .collect();
+        assert_eq!(rows.len(), 4);
+        assert!(rows.iter().all(|a| !a.published && a.probe.is_none()));
     }
 }
