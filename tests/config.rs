@@ -93,6 +93,10 @@ const INVALID: &[(&str, &str)] = &[
         "3:14: targets[0].static[0]: `255.255.255.255` is the broadcast address, not a vendor's: TCP cannot connect to it",
     ),
     (
+        "published-duplicate-url.yml",
+        "5:9: targets[0].published[1]: `https://vendor.example/ips.json` is already listed at line 4: one list per URL; to take several parts of one document, select them together, e.g. `$['ipv4','ipv6'][*]`",
+    ),
+    (
         "static-multicast.yml",
         "3:14: targets[0].static[0]: `224.0.0.251` is a multicast address, not a vendor's: TCP cannot connect to it",
     ),

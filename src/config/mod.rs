@@ -752,6 +752,7 @@ fn build_target(
         .enumerate()
         .map(|(i, entry)| published::build(file, &format!("{key}.published[{i}]"), entry))
         .collect::<Result<Vec<_>, _>>()?;
+    validate_distinct_lists(file, key, t, &published)?;
     if host.is_none() && static_addresses.is_empty() && published.is_empty() {
         return Err(ConfigError::at(
             file,
@@ -798,6 +799,32 @@ fn build_target(
         published,
         whitelist_file: None,
     })
+}
+
+/// One list per URL and target: two would share a state file, a reload could not tell them
+/// apart, and their series would collide.
+fn validate_distinct_lists(
+    file: &Path,
+    key: &str,
+    t: &RawTarget,
+    published: &[PublishedSource],
+) -> Result<(), ConfigError> {
+    let raw: Vec<_> = t.published.iter().flatten().collect();
+    for (i, list) in published.iter().enumerate() {
+        if let Some(first) = published[..i].iter().position(|earlier| earlier.label == list.label) {
+            return Err(ConfigError::at(
+                file,
+                &raw[i].referenced,
+                format!("{key}.published[{i}]"),
+                format!(
+                    "`{}` is already listed at line {}: one list per URL; to take several parts of one document, select them together, e.g. `$['ipv4','ipv6'][*]`",
+                    list.label,
+                    raw[first].referenced.line()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn build_entries(
