@@ -34,6 +34,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
     about,
     long_about = None,
     after_help = "Examples:
+  whitelist-audit demo                                              see every finding on loopback, no network needed
   whitelist-audit check --host sftp.vendor.example                  are all its addresses reachable from here?
   whitelist-audit check --host sftp.vendor.example --whitelist whitelist.yml --resolver 192.0.2.53
   whitelist-audit validate --config.file config.yml
