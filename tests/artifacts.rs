@@ -158,6 +158,11 @@ fn a_real_scrape_passes_promtool_and_covers_every_name_the_rules_and_dashboard_u
         let (ok, out) = promtool(&["check", "metrics"], Some(&scrape));
         assert!(ok, "{out}\n{scrape}");
     }
+    // The scrape's whitelist declares 127.0.0.0/8: broader than the default /16, so it is marked.
+    assert!(
+        scrape.contains("whitelist_audit_whitelist_entry_broad{entry=\"127.0.0.0/8\",port=\"1\"} 1"),
+        "{scrape}"
+    );
     let exported = metric_names(&scrape);
     let rules = std::fs::read_to_string("rules/whitelist-audit.rules.yml").unwrap();
     let dashboard = std::fs::read_to_string("dashboards/whitelist-audit.json").unwrap();

@@ -929,3 +929,25 @@ fn check_shows_progress_on_a_terminal_only() {
     assert!(String::from_utf8_lossy(&piped.stdout).starts_with("TARGET"));
     drop(tarpit);
 }
+
+#[test]
+fn flags_that_cannot_apply_with_a_configuration_file_are_refused() {
+    let dir = tempdir("flags");
+    let config = dir.join("c.yml");
+    write_config(&config, 1, &["127.0.0.1"]);
+    for flag in [
+        &["--port", "19999"][..],
+        &["--resolver", "127.0.0.1"],
+        &["--timeout", "1s"],
+        &["-4"],
+    ] {
+        let out = Command::new(BIN)
+            .args(["check", "--config.file", config.to_str().unwrap()])
+            .args(flag)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag:?} was silently ignored: {stderr}");
+        assert!(stderr.contains("cannot be used with"), "{flag:?}: {stderr}");
+    }
+}
