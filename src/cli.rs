@@ -471,6 +471,11 @@ async fn demo(args: DemoArgs) -> ExitCode {
         ListenAddress::Any(port) => format!("localhost:{port}"),
         ListenAddress::At(address) => address.to_string(),
     };
+    // Say where to look only once it is sure to be there.
+    if let Err(err) = args.listen_address.bind().await {
+        eprintln!("error: cannot listen on {}: {err}", args.listen_address);
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     print!("{}", lab.describe(&shown));
     let code = serve(ServeArgs {
         config_file: lab.config.clone(),

@@ -273,8 +273,9 @@ pub fn table(report: &Report) -> String {
     }
     let _ = write!(
         out,
-        "summary: {} addresses of {} target{}: {} open, {} not open",
+        "summary: {} address{} of {} target{}: {} open, {} not open",
         s.addresses,
+        if s.addresses == 1 { "" } else { "es" },
         s.targets,
         if s.targets == 1 { "" } else { "s" },
         s.open,

@@ -22,7 +22,8 @@ pub const DNS_QUERIES: u32 = 3;
 /// How long an address stays in the set after the last answer that contained it.
 pub const DNS_RETENTION: Duration = Duration::from_secs(3600);
 /// Port of the HTTP endpoint. 9100-9999 of Prometheus' exporter port list is fully allocated.
-pub const LISTEN_ADDRESS: &str = "0.0.0.0:10022";
+/// `:PORT` is every interface, IPv6 and IPv4, as other exporters take it.
+pub const LISTEN_ADDRESS: &str = ":10022";
 /// Most bytes read from a peer while waiting for its SSH identification line (RFC 4253 allows
 /// text lines before it; a peer that streams garbage must not grow memory).
 pub const MAX_BANNER_BYTES: usize = 8192;

@@ -137,6 +137,9 @@ fn location(file: &Path, key: &str, entry: &Spanned<RawPublished>) -> Result<(Li
             } else {
                 base.join(&path.value)
             };
+            // Absolute, so the `url` label and the state file are the same however the
+            // configuration file was named on the command line (and the label is a valid URL).
+            let path = std::path::absolute(&path).unwrap_or(path);
             let label = format!("file://{}", path.display());
             (ListLocation::File(path), label)
         }

@@ -41,7 +41,7 @@ impl Finding {
         FindingRow {
             finding: Self::Blocked,
             label: "blocked",
-            action: "whitelisted but not reachable: check the firewall rule and the path",
+            action: "published (and whitelisted, where a whitelist is declared) but not reachable: check the firewall rule and the path",
         },
         FindingRow {
             finding: Self::Missing,
