@@ -312,12 +312,13 @@ fn config_from_flags(args: &CheckArgs) -> Result<Config, String> {
     let (host, mut statics) = match args.host.as_deref().map(str::trim) {
         // An address given as the host is what the user wants checked: a static address.
         Some(text) => match text.parse::<IpAddr>() {
-            Ok(ip) => (None, vec![ip]),
+            Ok(ip) => (None, vec![crate::prefix::canonical_ip(ip)]),
             Err(_) => (Some(text.trim_end_matches('.')), Vec::new()),
         },
         None => (None, Vec::new()),
     };
-    statics.extend(&args.static_addresses);
+    // `::ffff:198.51.100.7` is 198.51.100.7: named and probed as such.
+    statics.extend(args.static_addresses.iter().map(|ip| crate::prefix::canonical_ip(*ip)));
     if let Some(host) = host
         && (host.is_empty()
             || !host
