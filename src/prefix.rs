@@ -7,6 +7,35 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixSet;
 
+/// An address that no server on the internet has: where a connection would go instead, or why it
+/// cannot be made. One classification; `static` and the audit each decide which kinds they refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialAddress {
+    /// `0.0.0.0`, `::`: a connection reaches this host.
+    Unspecified,
+    /// The rest of 0.0.0.0/8, "this network".
+    ThisNetwork,
+    /// 255.255.255.255.
+    Broadcast,
+    Multicast,
+    LinkLocal,
+    Loopback,
+}
+
+/// Which kind of special address `ip` is, if any.
+pub fn special_address(ip: IpAddr) -> Option<SpecialAddress> {
+    Some(match ip {
+        _ if ip.is_unspecified() => SpecialAddress::Unspecified,
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => SpecialAddress::ThisNetwork,
+        IpAddr::V4(v4) if v4.is_broadcast() => SpecialAddress::Broadcast,
+        _ if ip.is_multicast() => SpecialAddress::Multicast,
+        IpAddr::V4(v4) if v4.is_link_local() => SpecialAddress::LinkLocal,
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => SpecialAddress::LinkLocal,
+        _ if ip.is_loopback() => SpecialAddress::Loopback,
+        _ => return None,
+    })
+}
+
 /// `ip` in the form the audit compares: an IPv4-mapped IPv6 address (`::ffff:198.51.100.7`) is the
 /// IPv4 address it carries. A dual-stack socket reaches the same host either way, so counting both
 /// forms would list one vendor address twice and leave one of them looking undeclared.

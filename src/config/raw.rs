@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, de::Error as _};
 use serde_saphyr::Spanned;
 
 use super::defaults;
-use crate::prefix::{canonical_ip, canonical_net};
+use crate::prefix::{SpecialAddress, canonical_ip, canonical_net, special_address};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -518,22 +518,18 @@ impl HostAddress {
         }
         let ip = prefix.0.addr();
         // Loopback and link-local stay allowed: written on purpose, they reach a real listener.
-        if ip.is_unspecified() {
-            return Err(format!(
+        match special_address(ip) {
+            Some(SpecialAddress::Unspecified) => Err(format!(
                 "`{text}` is the unspecified address, not a vendor's: a connection to it reaches this host"
-            ));
-        }
-        if ip.is_multicast() {
-            return Err(format!(
+            )),
+            Some(SpecialAddress::Multicast) => Err(format!(
                 "`{text}` is a multicast address, not a vendor's: TCP cannot connect to it"
-            ));
-        }
-        if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
-            return Err(format!(
+            )),
+            Some(SpecialAddress::Broadcast) => Err(format!(
                 "`{text}` is the broadcast address, not a vendor's: TCP cannot connect to it"
-            ));
+            )),
+            _ => Ok(Self(ip)),
         }
-        Ok(Self(ip))
     }
 }
 

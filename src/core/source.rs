@@ -44,20 +44,14 @@ pub struct Bogus {
 /// connection reaches this host), "this network" (0.0.0.0/8), broadcast, multicast, link-local
 /// and, unless `allow_local`, loopback. A sinkholed or hijacked name answers with these.
 pub fn never_a_vendor(ip: std::net::IpAddr, allow_local: bool) -> Option<&'static str> {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) if v4.is_unspecified() || v4.octets()[0] == 0 => {
-            Some("unspecified: a connection reaches this host")
-        }
-        IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified: a connection reaches this host"),
-        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
-        _ if ip.is_multicast() => Some("multicast"),
-        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
-        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("link-local"),
-        _ if ip.is_loopback() && !allow_local => {
-            Some("loopback: this host (set allow_local_addresses if it is a tunnel or a lab)")
-        }
-        _ => None,
+    use crate::prefix::SpecialAddress as S;
+    match crate::prefix::special_address(ip)? {
+        S::Unspecified | S::ThisNetwork => Some("unspecified: a connection reaches this host"),
+        S::Broadcast => Some("broadcast"),
+        S::Multicast => Some("multicast"),
+        S::LinkLocal => Some("link-local"),
+        S::Loopback if allow_local => None,
+        S::Loopback => Some("loopback: this host (set allow_local_addresses if it is a tunnel or a lab)"),
     }
 }
 
