@@ -100,8 +100,6 @@ pub enum Held {
     Dns(FamilyBooks),
     Static(BTreeSet<IpAddr>),
     List {
-        /// Which of the target's `published` lists.
-        list: usize,
         prefixes: BTreeSet<IpNet>,
         validators: Validators,
         /// When the next refresh is due; `None`: now.
@@ -127,8 +125,7 @@ impl SourceState {
                 status.succeeded(loaded_at);
                 Held::Static(target.static_addresses.clone())
             }
-            SourceSpec::Published(list) => Held::List {
-                list,
+            SourceSpec::Published(_) => Held::List {
                 prefixes: BTreeSet::new(),
                 validators: Validators::default(),
                 next_due: None,
@@ -357,10 +354,6 @@ impl State {
                 if let Some(same) = same {
                     source.held = same.held.clone();
                     source.status = same.status.clone();
-                    // The list may have moved in the new file: it is found by its URL, not its place.
-                    if let (Held::List { list, .. }, SourceSpec::Published(now_at)) = (&mut source.held, source.spec) {
-                        *list = now_at;
-                    }
                 }
             }
             carried.results.clone_from(&previous.results);
@@ -394,37 +387,21 @@ impl State {
                 return applied;
             }
             (Held::Dns(books), Update::Answers(answers)) => {
-                let mut failure = None;
-                for (family, outcome) in [(Family::Ipv4, answers.ipv4), (Family::Ipv6, answers.ipv6)] {
-                    match outcome {
-                        // No longer asked (a reload): its addresses leave now, not never.
-                        None => books.forget(family),
-                        Some(Ok(set)) => books.record(family, now, Some(&set), target.dns_retention),
-                        Some(Err(failed)) => {
-                            books.record(family, now, None, target.dns_retention);
-                            failure.get_or_insert(failed);
-                        }
-                    }
-                }
-                // A family that failed fails the source: its addresses may be missing.
-                match failure {
-                    None => source.status.succeeded(wall),
-                    Some(failure) => {
-                        source.status.failed(&failure);
-                        applied.failure = Some(failure);
-                    }
-                }
+                applied.failure = apply_answers(books, &mut source.status, answers, target.dns_retention, now, wall);
             }
             (
                 Held::List {
-                    list,
                     prefixes,
                     validators,
                     next_due,
                 },
                 update,
             ) => {
-                let spec = &target.published[*list];
+                let SourceSpec::Published(list) = source.spec else {
+                    debug_assert!(false, "a list held by a source that is not a published list");
+                    return applied;
+                };
+                let spec = &target.published[list];
                 let outcome = match update {
                     Update::NotModified => Ok(None),
                     Update::Fresh {
@@ -469,12 +446,13 @@ impl State {
                 }
             }
             (Held::Dns(books), Update::Failed(failure)) => {
-                let asked = [(Family::Ipv4, target.ipv4), (Family::Ipv6, target.ipv6)];
-                for (family, _) in asked.into_iter().filter(|(_, asked)| *asked) {
-                    books.record(family, now, None, target.dns_retention);
-                }
-                source.status.failed(&failure);
-                applied.failure = Some(failure);
+                // The whole refresh failed: every family asked failed with it.
+                let failed = |asked: bool| asked.then(|| Err(failure.clone()));
+                let answers = DnsAnswers {
+                    ipv4: failed(target.ipv4),
+                    ipv6: failed(target.ipv6),
+                };
+                applied.failure = apply_answers(books, &mut source.status, answers, target.dns_retention, now, wall);
             }
             // A list update for DNS is a bug of the caller; it changes nothing rather than crash.
             (held, update) => {
@@ -631,13 +609,16 @@ impl State {
                         .collect(),
                     _ => Vec::new(),
                 };
-                let (url, addresses) = match &source.held {
-                    Held::Dns(books) => (None, books.addresses().len()),
-                    Held::Static(addresses) => (None, addresses.len()),
-                    Held::List { list, prefixes, .. } => (
-                        Some(target.published[*list].label.clone()),
-                        usize::try_from(prefix::probe_cost(prefixes, cap)).unwrap_or(usize::MAX),
-                    ),
+                let url = match source.spec {
+                    SourceSpec::Published(list) => Some(target.published[list].label.clone()),
+                    SourceSpec::Dns | SourceSpec::Static => None,
+                };
+                let addresses = match &source.held {
+                    Held::Dns(books) => books.addresses().len(),
+                    Held::Static(addresses) => addresses.len(),
+                    Held::List { prefixes, .. } => {
+                        usize::try_from(prefix::probe_cost(prefixes, cap)).unwrap_or(usize::MAX)
+                    }
                 };
                 SourceReport {
                     source: source.spec.kind(),
@@ -652,6 +633,35 @@ impl State {
             })
             .collect()
     }
+}
+
+/// Applies one DNS refresh family by family; a family that failed fails the source (its addresses
+/// may be missing) and is returned.
+fn apply_answers(
+    books: &mut FamilyBooks,
+    status: &mut SourceStatus,
+    answers: DnsAnswers,
+    retention: Duration,
+    now: Instant,
+    wall: SystemTime,
+) -> Option<Failure> {
+    let mut failure = None;
+    for (family, outcome) in [(Family::Ipv4, answers.ipv4), (Family::Ipv6, answers.ipv6)] {
+        match outcome {
+            // No longer asked (a reload): its addresses leave now, not never.
+            None => books.forget(family),
+            Some(Ok(set)) => books.record(family, now, Some(&set), retention),
+            Some(Err(failed)) => {
+                books.record(family, now, None, retention);
+                failure.get_or_insert(failed);
+            }
+        }
+    }
+    match &failure {
+        None => status.succeeded(wall),
+        Some(failure) => status.failed(failure),
+    }
+    failure
 }
 
 /// The published set as one comparable set: addresses, plus prefixes too large to list.
