@@ -528,9 +528,19 @@ mod tests {
             "global: {{{global}}}\ntargets:\n  - name: vendor\n    check: tcp\n    static: [{}]\n",
             addresses.join(", ")
         );
+        load(&yaml)
+    }
+
+    fn load(yaml: &str) -> Arc<Config> {
         let path = Path::new("test.yml");
-        let raw = config::parse_yaml(path, &yaml).unwrap();
+        let raw = config::parse_yaml(path, yaml).unwrap();
         Arc::new(config::build(path, &raw).unwrap())
+    }
+
+    /// One sweep with the bounds of the configuration the state holds now.
+    async fn sweep_now(shared: &Arc<Shared>, network: &Arc<Scripted>, spread: Option<Duration>, first: bool) {
+        let limits = Limits::new(&shared.config());
+        sweep(Arc::clone(shared), Arc::clone(network), limits, spread, first).await;
     }
 
     fn state_of(shared: &Shared, ip: &str) -> Option<ProbeState> {
@@ -547,14 +557,7 @@ mod tests {
         let config = config("attempts: 1", &addresses);
         let network = Scripted::new(addresses.map(|ip| (ip, INSTANT)));
         let shared = Shared::new(Arc::clone(&config));
-        sweep(
-            Arc::clone(&shared),
-            Arc::clone(&network),
-            Limits::new(&config),
-            Some(4 * S),
-            true,
-        )
-        .await;
+        sweep_now(&shared, &network, Some(4 * S), true).await;
         let starts: Vec<Duration> = addresses.iter().flat_map(|ip| network.connects_to(ip)).collect();
         assert_eq!(starts, [Duration::ZERO, S, 2 * S, 3 * S]);
         assert!(
@@ -575,14 +578,7 @@ mod tests {
         );
         let network = Scripted::new([("192.0.2.1", Answer::Refuse(S)), ("192.0.2.2", Answer::Accept(2 * S))]);
         let shared = Shared::new(Arc::clone(&config));
-        sweep(
-            Arc::clone(&shared),
-            Arc::clone(&network),
-            Limits::new(&config),
-            None,
-            true,
-        )
-        .await;
+        sweep_now(&shared, &network, None, true).await;
         // Refused after 1s, then 10s of delay: the attempts start at 0, 11 and 22 seconds.
         assert_eq!(network.connects_to("192.0.2.1"), [Duration::ZERO, 11 * S, 22 * S]);
         // With one slot per target, .2 got it while .1 waited out its delay.
@@ -605,14 +601,7 @@ mod tests {
             true,
         ));
         tokio::time::sleep(10 * S).await;
-        sweep(
-            Arc::clone(&shared),
-            Arc::clone(&network),
-            Limits::new(&config),
-            None,
-            false,
-        )
-        .await;
+        sweep_now(&shared, &network, None, false).await;
         assert_eq!(
             network.connects_to("192.0.2.1"),
             [Duration::ZERO],
@@ -642,14 +631,7 @@ mod tests {
         let network = Scripted::new(addresses.map(|ip| (ip, Answer::Accept(S))));
         let shared = Shared::new(Arc::clone(&config));
         let started = Instant::now();
-        sweep(
-            Arc::clone(&shared),
-            Arc::clone(&network),
-            Limits::new(&config),
-            None,
-            true,
-        )
-        .await;
+        sweep_now(&shared, &network, None, true).await;
         assert_eq!(network.most_at_once(), 2);
         assert_eq!(started.elapsed(), 3 * S, "six one-second connects, two at a time");
     }
@@ -659,8 +641,7 @@ mod tests {
         let yaml = "global: {attempts: 1, concurrency: 3, per_target_concurrency: 10}\ntargets:\n  \
                     - {name: a, check: tcp, static: [192.0.2.1, 192.0.2.2, 192.0.2.3]}\n  \
                     - {name: b, check: tcp, static: [198.51.100.1, 198.51.100.2, 198.51.100.3]}\n";
-        let raw = config::parse_yaml(Path::new("t.yml"), yaml).unwrap();
-        let config = Arc::new(config::build(Path::new("t.yml"), &raw).unwrap());
+        let config = load(yaml);
         let network = Scripted::new(
             [
                 "192.0.2.1",
@@ -673,7 +654,7 @@ mod tests {
             .map(|ip| (ip, Answer::Accept(S))),
         );
         let shared = Shared::new(Arc::clone(&config));
-        sweep(shared, Arc::clone(&network), Limits::new(&config), None, true).await;
+        sweep_now(&shared, &network, None, true).await;
         assert_eq!(network.most_at_once(), 3);
         // Interleaved: the first three connects are a, b, a, not a, a, a.
         let order: Vec<IpAddr> = lock(&network.connects).iter().map(|(ip, _)| *ip).collect();
@@ -689,12 +670,11 @@ mod tests {
             "global: {{attempts: 2, retry_delay: 1s, whitelist: {}}}\ntargets:\n  - {{name: vendor, check: tcp, static: [192.0.2.1, 192.0.2.2]}}\n",
             wl.display()
         );
-        let raw = config::parse_yaml(Path::new("t.yml"), &yaml).unwrap();
-        let config = Arc::new(config::build(Path::new("t.yml"), &raw).unwrap());
+        let config = load(&yaml);
         std::fs::remove_file(&wl).unwrap();
         let network = Scripted::new([("192.0.2.1", Answer::Errno(EMFILE)), ("192.0.2.2", INSTANT)]);
         let shared = Shared::new(Arc::clone(&config));
-        sweep(Arc::clone(&shared), network, Limits::new(&config), None, true).await;
+        sweep_now(&shared, &network, None, true).await;
         let snapshot = shared.snapshot();
         let target = &snapshot.report.targets[0];
         let failed = &target.addresses[0];
@@ -716,8 +696,7 @@ mod tests {
         let shared = Shared::new(Arc::clone(&before));
         let yaml = "global: {attempts: 1}\ntargets:\n  - {name: vendor, check: tcp, static: [192.0.2.1]}\n  \
                     - {name: added, check: tcp, static: [198.51.100.1]}\n";
-        let raw = config::parse_yaml(Path::new("t.yml"), yaml).unwrap();
-        let after = Arc::new(config::build(Path::new("t.yml"), &raw).unwrap());
+        let after = load(yaml);
         shared.update(|state| *state = state.reconfigured(&after));
         let network = Scripted::new([("192.0.2.1", INSTANT), ("198.51.100.1", INSTANT)]);
         sweep(Arc::clone(&shared), network, stale_limits, None, true).await;

@@ -267,21 +267,26 @@ impl Drop for Daemon {
 /// Starts `serve` on a free loopback port and waits until it is ready.
 fn serve(config: &Path) -> (Daemon, String) {
     let web = format!("127.0.0.1:{}", free_port());
+    (serve_at(config, &web, &web), web)
+}
+
+/// Starts `serve` listening on `listen` and waits until it is ready, asked at `reach`.
+fn serve_at(config: &Path, listen: &str, reach: &str) -> Daemon {
     let child = Command::new(BIN)
         .args([
             "serve",
             "--config.file",
             config.to_str().unwrap(),
             "--web.listen-address",
-            &web,
+            listen,
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let daemon = Daemon(child);
-    wait_for(&web, "/-/ready", Duration::from_secs(10), |_| true);
-    (daemon, web)
+    wait_for(reach, "/-/ready", Duration::from_secs(10), |_| true);
+    daemon
 }
 
 fn write_config(path: &Path, port: u16, statics: &[&str]) {
@@ -874,26 +879,8 @@ fn listen_address_takes_the_port_only_form_of_every_exporter() {
     let config = dir.join("c.yml");
     write_config(&config, free_port(), &["127.0.0.1"]);
     let port = free_port();
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--config.file",
-            config.to_str().unwrap(),
-            "--web.listen-address",
-        ])
-        .arg(format!(":{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = Daemon(child);
     // Every interface: loopback answers.
-    wait_for(
-        &format!("127.0.0.1:{port}"),
-        "/-/healthy",
-        Duration::from_secs(10),
-        |_| true,
-    );
+    let _daemon = serve_at(&config, &format!(":{port}"), &format!("127.0.0.1:{port}"));
     let refused = Command::new(BIN)
         .args([
             "serve",
