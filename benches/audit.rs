@@ -55,6 +55,7 @@ fn inputs() -> (Config, BTreeSet<IpNet>) {
         allow_local_addresses: false,
         published: Vec::new(),
         whitelist_file: Some(0),
+        ssh: whitelist_audit::config::ssh::SshPolicy::default(),
     };
     let whitelist = Whitelist::new(vec![PathBuf::from("whitelist.yml")], entries);
     let coverage = vec![whitelist.coverage(&target)];
@@ -74,6 +75,7 @@ fn bench(c: &mut Criterion) {
     let (addresses, probed, results) = (BTreeSet::<IpAddr>::new(), BTreeSet::<IpAddr>::new(), BTreeMap::new());
     let (probe_errors, bogus) = (BTreeMap::new(), BTreeMap::new());
     // Every published prefix is above the probe cap: audited against the whitelist, not probed.
+    let ssh = BTreeMap::new();
     let input = || TargetInput {
         published: &addresses,
         prefixes: &published,
@@ -83,6 +85,7 @@ fn bench(c: &mut Criterion) {
         changes: (0, 0),
         probe_errors: &probe_errors,
         bogus: &bogus,
+        ssh: &ssh,
     };
     let mut group = c.benchmark_group("audit");
     group.sample_size(10);

@@ -6,7 +6,7 @@
 //! microseconds) and the published snapshot's (renderers clone an `Arc` out of it). A scrape never
 //! waits for a probe, and a probe never waits for a scrape.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,11 +17,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{self, Config, ConfigError};
+use serde::{Deserialize, Serialize};
+
 use crate::core::outcome::ProbeState;
+use crate::core::ssh::KnownKey;
 use crate::core::state::{Change, Snapshot, State, SweepStatus, TargetId};
 use crate::discovery::Discovery;
 use crate::prefix::prefix_label;
 use crate::probe::{self, Network, ProbeSpec};
+use crate::state_file;
 
 /// How long the publisher waits after a change before it renders a snapshot, so a sweep of
 /// thousands of results renders one snapshot a second, not one per result (at 10,000 addresses a
@@ -151,6 +155,73 @@ pub fn restore(shared: &Shared, discovery: &Discovery) {
                 }
             });
         }
+    }
+}
+
+/// The SSH host keys each address presented, kept in `state_dir` so `host_key_changed` survives
+/// a restart.
+const KNOWN_KEYS_FILE: &str = "ssh-host-keys.json";
+
+#[derive(Serialize, Deserialize)]
+struct SavedKeys {
+    version: u32,
+    targets: Vec<SavedTargetKeys>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedTargetKeys {
+    target: String,
+    port: u16,
+    keys: BTreeMap<IpAddr, KnownKey>,
+}
+
+/// Gives the state the host keys saved before a restart. A corrupt file is reported and ignored:
+/// the keys are learned again, and only a change from then on is reported.
+pub fn restore_known_keys(shared: &Shared) {
+    let path = shared.config().global.state_dir.join(KNOWN_KEYS_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "cannot read the SSH host keys seen before; learning them again");
+            return;
+        }
+    };
+    match serde_json::from_slice::<SavedKeys>(&bytes) {
+        Ok(saved) => shared.update(|state| {
+            state.restore_known_keys(saved.targets.into_iter().map(|t| (t.target, t.port, t.keys)).collect());
+        }),
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "the SSH host keys file is corrupt; ignored, learning them again");
+        }
+    }
+}
+
+/// Saves the known host keys if one changed since the last save.
+pub fn save_known_keys(shared: &Shared) {
+    let Some((state_dir, saved)) = shared.update(|state| {
+        if !std::mem::take(&mut state.known_keys_dirty) {
+            return None;
+        }
+        let targets = state
+            .known_keys()
+            .into_iter()
+            .filter(|(_, _, keys)| !keys.is_empty())
+            .map(|(target, port, keys)| SavedTargetKeys {
+                target: target.to_string(),
+                port,
+                keys: keys.clone(),
+            })
+            .collect();
+        Some((state.config.global.state_dir.clone(), SavedKeys { version: 1, targets }))
+    }) else {
+        return;
+    };
+    let path = state_dir.join(KNOWN_KEYS_FILE);
+    let bytes = serde_json::to_vec_pretty(&saved).expect("plain data serializes");
+    if let Err(error) = state_file::write_atomically(&path, &bytes) {
+        tracing::warn!(file = %path.display(), %error, "cannot save the SSH host keys seen");
+        shared.update(|state| state.known_keys_dirty = true);
     }
 }
 
@@ -363,10 +434,12 @@ pub async fn run<N: Network>(
     let mut background: Option<tokio::task::JoinHandle<()>> = None;
     let discovery = Discovery::new();
     restore(&shared, &discovery);
+    restore_known_keys(&shared);
     loop {
         tokio::select! {
             () = &mut shutdown => {
                 publisher.abort();
+                save_known_keys(&shared);
                 return;
             }
             Some(reply) = reloads.recv() => {
@@ -374,6 +447,10 @@ pub async fn run<N: Network>(
                 if outcome.is_ok() {
                     config = shared.config();
                     restore(&shared, &discovery);
+                    // A target the reload added may have keys from an earlier run; what this
+                    // run has seen wins.
+                    save_known_keys(&shared);
+                    restore_known_keys(&shared);
                     limits = Limits::new(&config);
                     ticker = new_ticker(config.global.interval);
                     discover_before_sweep = true;
@@ -383,6 +460,8 @@ pub async fn run<N: Network>(
             }
             _ = ticker.tick() => {}
         }
+        // Once an interval is often enough: a change is also in the metrics at once.
+        save_known_keys(&shared);
         if discover_before_sweep {
             refresh(&shared, &discovery, true).await;
             discover_before_sweep = false;

@@ -197,6 +197,15 @@ pub struct CheckArgs {
     /// Pause between two attempts at one address.
     #[arg(long, value_name = "DURATION", default_value = "1s", conflicts_with = "config_file", value_parser = humantime::parse_duration)]
     pub retry_delay: Duration,
+    /// An SSH client whose algorithms every address must agree with, by profile name (openssh,
+    /// openssh-9.2, openssh-7.4, paramiko, paramiko-2.12, jsch, jsch-mwiede, putty, putty-0.83);
+    /// repeat for several [default: openssh].
+    #[arg(long = "ssh-client", value_name = "NAME", conflicts_with = "config_file")]
+    pub ssh_clients: Vec<String>,
+    /// A host key fingerprint every address must present, as `ssh-keygen -lf` prints it
+    /// (SHA256:...); repeat for several.
+    #[arg(long = "host-key", value_name = "SHA256:...", conflicts_with = "config_file")]
+    pub host_keys: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
@@ -362,6 +371,17 @@ fn config_from_flags(args: &CheckArgs) -> Result<Config, String> {
     if args.allow_local {
         yaml.push_str("    allow_local_addresses: true\n");
     }
+    if !args.ssh_clients.is_empty() || !args.host_keys.is_empty() {
+        yaml.push_str("    ssh:\n");
+        if !args.ssh_clients.is_empty() {
+            let list: Vec<String> = args.ssh_clients.iter().map(|c| quote(c)).collect();
+            let _ = writeln!(yaml, "      clients: [{}]", list.join(", "));
+        }
+        if !args.host_keys.is_empty() {
+            let list: Vec<String> = args.host_keys.iter().map(|k| quote(k)).collect();
+            let _ = writeln!(yaml, "      host_keys: [{}]", list.join(", "));
+        }
+    }
     if args.ipv4_only || args.ipv6_only {
         let family = if args.ipv4_only { "ipv4" } else { "ipv6" };
         let _ = writeln!(yaml, "    address_families: [{family}]");
@@ -384,6 +404,9 @@ fn flag_message(err: &ConfigError) -> String {
         (".static", "--static"),
         (".host", "--host"),
         (".port", "--port"),
+        (".ssh.clients", "--ssh-client"),
+        (".ssh.host_keys", "--host-key"),
+        (".ssh", "--check"),
     ]
     .iter()
     .find(|(part, _)| key.contains(part))

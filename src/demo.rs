@@ -245,7 +245,9 @@ fn serve(listener: &TcpListener, behaviour: Behaviour) {
             let mut line = [0u8; 256];
             match behaviour {
                 Behaviour::Ssh => {
-                    let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6 whitelist-audit-demo\r\n");
+                    let mut greeting = b"SSH-2.0-OpenSSH_9.6 whitelist-audit-demo\r\n".to_vec();
+                    greeting.extend(kexinit_packet());
+                    let _ = stream.write_all(&greeting);
                     let _ = stream.read(&mut line);
                 }
                 Behaviour::Http => {
@@ -256,4 +258,39 @@ fn serve(listener: &TcpListener, behaviour: Behaviour) {
             }
         });
     }
+}
+
+/// The demo server's `SSH_MSG_KEXINIT` (RFC 4253 section 7.1) in its packet: the algorithms a
+/// current OpenSSH server offers, with a key exchange the probe does not complete, so it reports
+/// the algorithms and moves on without waiting for a host key the demo cannot sign.
+fn kexinit_packet() -> Vec<u8> {
+    let lists = [
+        "diffie-hellman-group16-sha512,diffie-hellman-group14-sha256",
+        "ssh-ed25519,rsa-sha2-512,rsa-sha2-256",
+        "chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com",
+        "chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com",
+        "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256",
+        "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256",
+        "none",
+        "none",
+        "",
+        "",
+    ];
+    let mut payload = vec![20u8];
+    payload.extend_from_slice(&[0x5a; 16]);
+    for list in lists {
+        payload.extend_from_slice(&u32::try_from(list.len()).unwrap_or(0).to_be_bytes());
+        payload.extend_from_slice(list.as_bytes());
+    }
+    payload.extend_from_slice(&[0, 0, 0, 0, 0]);
+    let mut padding = 8 - (5 + payload.len()) % 8;
+    if padding < 4 {
+        padding += 8;
+    }
+    let length = u32::try_from(1 + payload.len() + padding).unwrap_or(0);
+    let mut packet = length.to_be_bytes().to_vec();
+    packet.push(u8::try_from(padding).unwrap_or(4));
+    packet.extend_from_slice(&payload);
+    packet.resize(packet.len() + padding, 0);
+    packet
 }

@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod output;
 pub mod prefix;
 pub mod probe;
+pub mod state_file;

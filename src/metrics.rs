@@ -21,6 +21,7 @@ use crate::config::CheckKind;
 use crate::core::audit::{AddressReport, Report, TargetReport};
 use crate::core::outcome::{InfoSeries, LocalFault, ProbeState};
 use crate::core::source::{SourceReport, unix_seconds};
+use crate::core::ssh::SshProblem;
 use crate::core::state::{DaemonStatus, Snapshot};
 use crate::prefix::prefix_label;
 
@@ -175,6 +176,22 @@ label_set!(
 label_set!(
     /// One address family of a target's DNS source.
     FamilyLabels { target: &'a str, family: &'static str }
+);
+label_set!(
+    /// What the server would pick with the target's first configured SSH client.
+    KexLabels { target: &'a str, ip: Ip, port: u16, kex: &'a str, host_key: &'a str, cipher: &'a str, mac: &'a str }
+);
+label_set!(
+    /// One configured SSH client against one address.
+    ClientLabels { target: &'a str, ip: Ip, port: u16, client: &'a str }
+);
+label_set!(
+    /// One SSH problem of one address.
+    SshProblemLabels { target: &'a str, ip: Ip, port: u16, problem: &'static str }
+);
+label_set!(
+    /// A target, alone.
+    TargetLabels { target: &'a str }
 );
 label_set!(
     /// The running version.
@@ -358,6 +375,7 @@ fn encode_addresses(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         }),
     )?;
     encode_info(&addresses, e)?;
+    encode_ssh(&addresses, e)?;
     encode_bogus(&addresses, e)?;
     encode_whitelist(report, e)
 }
@@ -390,6 +408,65 @@ fn encode_whitelist(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     )
 }
 
+/// What each open `ssh` address's handshake means for the configured clients and keys.
+fn encode_ssh(addresses: &[&AddressReport], e: &mut DescriptorEncoder) -> fmt::Result {
+    let assessed = || addresses.iter().filter_map(|a| a.ssh.as_deref().map(|r| (*a, r)));
+    gauge(
+        e,
+        "whitelist_audit_ssh_kex_info",
+        "1; the algorithms the server would pick with the target's first configured SSH client (none: nothing in common).",
+        assessed().filter_map(|(a, r)| {
+            let first = r.clients.first()?;
+            let labels = KexLabels {
+                target: &a.target,
+                ip: Ip(a.ip),
+                port: a.port,
+                kex: first.kex.as_deref().unwrap_or("none"),
+                host_key: first.host_key.as_deref().unwrap_or("none"),
+                cipher: first.cipher.as_deref().unwrap_or("none"),
+                // An AEAD cipher carries its own integrity.
+                mac: first
+                    .mac
+                    .as_deref()
+                    .unwrap_or(if first.cipher.is_some() { "implicit" } else { "none" }),
+            };
+            Some((labels, 1.0))
+        }),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_ssh_client_compatible",
+        "1 if the SSH client profile agrees with the address on key exchange, host key, cipher and MAC, else 0.",
+        assessed().flat_map(|(a, r)| {
+            r.clients.iter().map(move |c| {
+                let labels = ClientLabels {
+                    target: &a.target,
+                    ip: Ip(a.ip),
+                    port: a.port,
+                    client: &c.client,
+                };
+                (labels, flag(c.compatible))
+            })
+        }),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_ssh_problem",
+        "1 if the address has the SSH problem, else 0: no_common_algorithm, weak_only, host_key_mismatch, host_key_changed.",
+        assessed().flat_map(|(a, r)| {
+            SshProblem::ALL.into_iter().map(move |problem| {
+                let labels = SshProblemLabels {
+                    target: &a.target,
+                    ip: Ip(a.ip),
+                    port: a.port,
+                    problem: problem.as_label(),
+                };
+                (labels, flag(r.has(problem)))
+            })
+        }),
+    )
+}
+
 /// Addresses a source returned that are never a vendor's.
 fn encode_bogus(addresses: &[&AddressReport], e: &mut DescriptorEncoder) -> fmt::Result {
     gauge(
@@ -415,14 +492,14 @@ type InfoRows<'a> = Vec<(InfoLabels<'a>, f64)>;
 fn encode_info(addresses: &[&AddressReport], e: &mut DescriptorEncoder) -> fmt::Result {
     let mut infos: BTreeMap<&str, (&str, InfoRows<'_>)> = CheckKind::ALL
         .iter()
-        .filter_map(|row| row.info_family)
+        .flat_map(|row| row.info_families.iter().copied())
         .map(|(family, help)| (family, (help, Vec::new())))
         .collect();
     for (a, p) in addresses.iter().filter_map(|a| Some((*a, a.probe.as_ref()?))) {
         if p.state != ProbeState::Open {
             continue;
         }
-        if let Some(InfoSeries { family, help, labels }) = p.evidence.as_ref().and_then(|e| e.info()) {
+        for InfoSeries { family, help, labels } in p.evidence.iter().flat_map(|e| e.info()) {
             let row = InfoLabels {
                 address: at(a),
                 extra: labels,
@@ -476,6 +553,15 @@ fn encode_targets(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
                 };
                 (labels, n)
             })
+        }),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_target_ssh_variants",
+        "Different SSH servers (host key and algorithm lists) among the target's open addresses; more than 1: an inconsistent pool.",
+        report.targets.iter().filter_map(|t| {
+            let variants = t.ssh_variants?;
+            Some((TargetLabels { target: &t.target }, variants as f64))
         }),
     )
 }
@@ -632,12 +718,12 @@ mod tests {
         fn json_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
             vec![("software", self.0.into())]
         }
-        fn info(&self) -> Option<InfoSeries> {
-            Some(InfoSeries {
+        fn info(&self) -> Vec<InfoSeries> {
+            vec![InfoSeries {
                 family: "whitelist_audit_ssh_info",
                 help: "1; software.",
                 labels: vec![("software", self.0.to_string())],
-            })
+            }]
         }
         fn as_any(&self) -> &dyn std::any::Any {
             self

@@ -11,6 +11,7 @@ use crate::core::dns_book::Family;
 use crate::core::finding::{Finding, FindingCounts};
 use crate::core::outcome::ProbeState;
 use crate::core::source::{SourceKind, SourceReport};
+use crate::core::ssh::SshProblem;
 use crate::prefix::prefix_label;
 
 /// What `check` prints as JSON.
@@ -30,6 +31,8 @@ pub struct JsonTarget<'a> {
     pub sources: &'a [SourceReport],
     pub counts: &'a Counts,
     pub prefixes: &'a [PrefixReport],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_variants: Option<usize>,
 }
 
 /// Totals over every target.
@@ -55,6 +58,10 @@ pub struct Summary {
     pub unprobed_prefixes: usize,
     /// Parts of published prefixes that no whitelist entry covers.
     pub uncovered_prefix_parts: usize,
+    /// Open SSH addresses with an SSH problem (a client that cannot connect, a wrong host key...).
+    pub ssh_problems: usize,
+    /// `check: ssh` targets whose open addresses are not all the same server.
+    pub inconsistent_pools: usize,
 }
 
 impl Summary {
@@ -72,7 +79,9 @@ impl Summary {
             }
             summary.unprobed_prefixes += target.prefixes.iter().filter(|p| !p.probed).count();
             summary.uncovered_prefix_parts += target.prefixes.iter().map(|p| p.uncovered.len()).sum::<usize>();
+            summary.inconsistent_pools += usize::from(target.ssh_variants.unwrap_or(0) > 1);
             for address in &target.addresses {
+                summary.ssh_problems += usize::from(address.ssh.as_ref().is_some_and(|r| !r.problems.is_empty()));
                 match address.probe.as_ref().map(|p| p.state) {
                     Some(ProbeState::Open) => summary.open += 1,
                     Some(ProbeState::Error) => summary.errors += 1,
@@ -95,6 +104,8 @@ impl Summary {
             && self.failed_sources == 0
             && self.empty_targets == 0
             && self.uncovered_prefix_parts == 0
+            && self.ssh_problems == 0
+            && self.inconsistent_pools == 0
     }
 }
 
@@ -111,6 +122,7 @@ pub fn json(report: &Report) -> String {
                 sources: &t.sources,
                 counts: &t.counts,
                 prefixes: &t.prefixes,
+                ssh_variants: t.ssh_variants,
             })
             .collect(),
         whitelist_entries: &report.whitelist_entries,
@@ -212,6 +224,71 @@ fn warnings(report: &Report, out: &mut String) {
     }
 }
 
+/// A line per SSH problem of an address, with what each side offers: the table's DETAIL has
+/// room for the server's software and key only.
+fn ssh_lines(report: &Report, out: &mut String) {
+    for target in &report.targets {
+        if let Some(variants) = target.ssh_variants.filter(|&n| n > 1) {
+            let _ = writeln!(
+                out,
+                "ssh: {}: inconsistent pool: {variants} different servers (host key or algorithms) among its open addresses",
+                target.target
+            );
+        }
+        for address in &target.addresses {
+            let Some(ssh) = &address.ssh else { continue };
+            let at = format!("ssh: {} {}", address.target, address.ip);
+            for client in &ssh.clients {
+                for m in &client.missing {
+                    let _ = writeln!(
+                        out,
+                        "{at}: no_common_algorithm: {} cannot agree on a {}: it offers {}; the server offers {}",
+                        client.client,
+                        m.kind.as_label(),
+                        list_or_nothing(&m.client_offers),
+                        list_or_nothing(&m.server_offers)
+                    );
+                }
+                for w in &client.weak_only {
+                    let _ = writeln!(
+                        out,
+                        "{at}: weak_only: {} agrees on the {} only through {} ({}, per {}): it breaks when the server drops them",
+                        client.client,
+                        w.kind.as_label(),
+                        w.algorithms.join(","),
+                        w.reason,
+                        w.source
+                    );
+                }
+            }
+            if let Some(key) = ssh.host_key.as_ref().filter(|_| ssh.has(SshProblem::HostKeyMismatch)) {
+                let _ = writeln!(
+                    out,
+                    "{at}: host_key_mismatch: {} {} is none of the target's ssh.host_keys: another server, or an SSH-intercepting proxy",
+                    key.key_type, key.fingerprint
+                );
+            }
+            if let Some(key) = ssh.host_key.as_ref().filter(|_| ssh.has(SshProblem::HostKeyChanged)) {
+                let _ = writeln!(
+                    out,
+                    "{at}: host_key_changed: now {} {}, before {}",
+                    key.key_type,
+                    key.fingerprint,
+                    ssh.previous_host_key.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
+}
+
+fn list_or_nothing(names: &[String]) -> String {
+    if names.is_empty() {
+        "nothing".into()
+    } else {
+        names.join(",")
+    }
+}
+
 fn yes_no(value: Option<bool>) -> &'static str {
     match value {
         Some(true) => "yes",
@@ -259,6 +336,7 @@ pub fn table(report: &Report) -> String {
         line(&row.each_ref().map(String::as_str));
     }
     warnings(report, &mut out);
+    ssh_lines(report, &mut out);
     let s = Summary::of(report);
     // What to do, once per kind of finding present: the table says where, this says what.
     for (finding, count) in s.findings.iter().filter(|(_, n)| *n > 0) {
@@ -293,6 +371,13 @@ pub fn table(report: &Report) -> String {
             .map(|(finding, n)| format!("{n} {}", finding.as_label()))
             .collect();
         let _ = write!(out, " ({})", parts.join(", "));
+    }
+    if s.ssh_problems > 0 || s.inconsistent_pools > 0 {
+        let _ = write!(
+            out,
+            "; ssh: {} address(es) with problems, {} inconsistent pool(s)",
+            s.ssh_problems, s.inconsistent_pools
+        );
     }
     if s.unprobed_prefixes > 0 || s.uncovered_prefix_parts > 0 {
         let _ = write!(

@@ -118,7 +118,7 @@ fn build(lab: &mut Lab) {
     let config = lab.write(
         "audit.yml",
         &format!(
-            "global:\n  interval: 1s\n  timeout: 500ms\n  attempts: 1\n  whitelist: whitelist.yml\ntargets:\n  - name: vendor-sftp\n    host: {HOST}\n    resolvers: [\"192.0.2.53:5353\"]\n    dns_queries: 1\n  - name: vendor-list\n    published:\n      - path: vendor-list.txt\n"
+            "global:\n  interval: 1s\n  timeout: 500ms\n  attempts: 1\n  whitelist: whitelist.yml\ntargets:\n  - name: vendor-sftp\n    host: {HOST}\n    resolvers: [\"192.0.2.53:5353\"]\n    dns_queries: 1\n    ssh:\n      clients: [openssh]\n      client_algorithms: {{kex: [curve25519-sha256], host_key: [ssh-ed25519], ciphers: [aes128-cbc], macs: [hmac-sha1]}}\n  - name: vendor-list\n    published:\n      - path: vendor-list.txt\n"
         ),
     );
     lab.serve(&config, "127.0.0.1:10022");
@@ -160,6 +160,39 @@ fn build(lab: &mut Lab) {
     lab.poll("http://127.0.0.1:9090/-/ready", Duration::from_secs(30), |_| true);
 }
 
+/// An old client that speaks only CBC ciphers (the custom profile) agrees with no address of a
+/// current OpenSSH pool: the alert fires for every address, from the real sshd's KEXINIT.
+fn ssh_alert_fires_for_an_old_client(lab: &Lab) {
+    wait_until(
+        lab,
+        "firing WhitelistAuditSshNoCommonAlgorithm",
+        Duration::from_secs(60),
+        |alerts| alerts.iter().any(is("WhitelistAuditSshNoCommonAlgorithm", "firing")),
+    );
+    let compatible = query(lab, "whitelist_audit_ssh_client_compatible{target=\"vendor-sftp\"}");
+    let by_client: Vec<(String, String)> = compatible["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["client"].as_str().unwrap().to_string(),
+                r["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_client.iter().filter(|(c, v)| c == "openssh" && v == "1").count(),
+        4,
+        "{compatible}"
+    );
+    assert_eq!(
+        by_client.iter().filter(|(c, v)| c == "custom" && v == "0").count(),
+        4,
+        "{compatible}"
+    );
+}
+
 #[test]
 fn dropping_one_address_fires_its_alerts_and_fixing_it_resolves_them() {
     if !lab_allowed("alerting end to end")
@@ -184,6 +217,8 @@ fn dropping_one_address_fires_its_alerts_and_fixing_it_resolves_them() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
+    ssh_alert_fires_for_an_old_client(&lab);
+
     let drop_rule = ["-d", BROKEN, "-p", "tcp", "--dport", "22", "-j", "DROP"];
     lab.firewall("iptables", &drop_rule);
     wait_until(
@@ -204,6 +239,10 @@ fn dropping_one_address_fires_its_alerts_and_fixing_it_resolves_them() {
                 assert_eq!(labels["target"], "vendor-sftp");
             }
             "WhitelistAuditPartialOutage" => assert_eq!(labels["target"], "vendor-sftp"),
+            "WhitelistAuditSshNoCommonAlgorithm" => {
+                assert_eq!(labels["target"], "vendor-sftp");
+                assert!(POOL.contains(&labels["ip"].as_str().unwrap_or_default()), "{labels}");
+            }
             "WhitelistAuditStaleEntry" => assert_eq!(labels["entry"], "203.0.113.0/24", "{labels}"),
             "WhitelistAuditPrefixNotWhitelisted" => {
                 assert_eq!(

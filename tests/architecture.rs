@@ -27,16 +27,18 @@ enum Rule {
 fn rule(module: &str) -> Option<Rule> {
     const CORE_AND_BELOW: &[&str] = &["prefix", "config", "core"];
     Some(match module {
-        // Prefix arithmetic, the logging set-up and the demo's loopback lab stand alone.
-        "prefix" | "logging" | "demo" => Rule::Only(&[]),
+        // Prefix arithmetic, the logging set-up, the demo's loopback lab and crash-safe writes to
+        // the state directory stand alone.
+        "prefix" | "logging" | "demo" | "state_file" => Rule::Only(&[]),
         "config" => Rule::Only(&["prefix"]),
         // The functional core: typed values in, typed values out.
         "core" => Rule::Only(&["prefix", "config"]),
         // The two sources of data never know each other (the scheduler joins them), and the views
         // render what the core computed.
-        "probe" | "discovery" | "metrics" | "output" => Rule::Only(CORE_AND_BELOW),
+        "probe" | "metrics" | "output" => Rule::Only(CORE_AND_BELOW),
+        "discovery" => Rule::Only(&["prefix", "config", "core", "state_file"]),
         "http" => Rule::Only(&["prefix", "config", "core", "metrics"]),
-        "app" => Rule::Only(&["prefix", "config", "core", "probe", "discovery"]),
+        "app" => Rule::Only(&["prefix", "config", "core", "probe", "discovery", "state_file"]),
         "cli" => Rule::Anything,
         _ => return None,
     })

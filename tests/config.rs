@@ -150,7 +150,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "unknown-target-key.yml",
-        "3:5: targets[0].hostname: unknown field `hostname`, expected one of name, host, port, check, resolvers, address_families, dns_queries, dns_retention, static, whitelist, published, allow_local_addresses",
+        "3:5: targets[0].hostname: unknown field `hostname`, expected one of name, host, port, check, resolvers, address_families, dns_queries, dns_retention, static, whitelist, published, allow_local_addresses, ssh",
     ),
     (
         "wrong-type.yml",
@@ -172,6 +172,34 @@ const INVALID: &[(&str, &str)] = &[
     (
         "zero-per-target-concurrency.yml",
         "2:27: global.per_target_concurrency: invalid count 0: write a whole number from 1 to 65536",
+    ),
+    (
+        "ssh-unknown-client.yml",
+        "5:26: targets[0].ssh.clients[1]: unknown SSH client `winscp`; the shipped profiles are: openssh, openssh-9.2, openssh-7.4, paramiko, paramiko-2.12, jsch, jsch-mwiede, putty, putty-0.83 (or describe yours under `ssh.client_algorithms`)",
+    ),
+    (
+        "ssh-bad-fingerprint.yml",
+        "7:11: targets[0].ssh.host_keys[1]: `16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48` is not a host key fingerprint as `ssh-keygen -lf` prints it (SHA256: and 43 base64 characters)",
+    ),
+    (
+        "ssh-on-tcp-check.yml",
+        "6:7: targets[0].ssh: `ssh:` applies to `check: ssh` only; this target has `check: tcp`",
+    ),
+    (
+        "ssh-empty-algorithm-list.yml",
+        "6:9: targets[0].ssh.client_algorithms.ciphers: empty list: a client offers at least one algorithm of each kind",
+    ),
+    (
+        "ssh-invalid-algorithm-name.yml",
+        "8:19: targets[0].ssh.client_algorithms.ciphers[0]: `aes128-ctr,aes256-ctr` is not an SSH algorithm name (1 to 64 printable characters, no comma or space)",
+    ),
+    (
+        "ssh-unknown-key.yml",
+        "5:7: targets[0].ssh.client: unknown field `client`, expected one of clients, client_algorithms, host_keys, host_key_change_hold",
+    ),
+    (
+        "ssh-duplicate-client.yml",
+        "5:23: targets[0].ssh.clients[1]: `jsch` is listed twice",
     ),
 ];
 

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use whitelist_audit::config::CheckKind;
 use whitelist_audit::core::outcome::{ProbeResult, ProbeState};
-use whitelist_audit::probe::ssh::Identification;
+use whitelist_audit::core::ssh::SshEvidence;
+use whitelist_audit::probe::ssh::wire;
 use whitelist_audit::probe::{self, Os, ProbeSpec};
 
 mod common;
@@ -73,13 +74,18 @@ async fn an_ssh_server_is_open_and_hears_our_identification() {
     let heard = Arc::new(Mutex::new(String::new()));
     let seen = Arc::clone(&heard);
     let server = peer("127.0.0.1:0", move |mut s, _| {
-        s.write_all(b"Authorized use only\r\nSSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n")
-            .unwrap();
+        s.write_all(&greeting(
+            b"Authorized use only\r\nSSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n",
+        ))
+        .unwrap();
         *seen.lock().unwrap() = read_line(&mut s);
     });
     let result = probe_at(server, spec(CheckKind::Ssh, 2000, 3, 100)).await;
     assert_eq!(result.state, ProbeState::Open, "{}", result.detail);
-    let identification = result.evidence_as::<Identification>().expect("SSH evidence");
+    let identification = &result
+        .evidence_as::<SshEvidence>()
+        .expect("SSH evidence")
+        .identification;
     assert_eq!(identification.software, "OpenSSH_9.6p1");
     assert_eq!(result.attempts, 1);
     // The server thread records our line after we close; give it a bounded moment.
@@ -160,7 +166,7 @@ async fn a_closed_port_uses_every_attempt_with_the_retry_delay_between() {
 async fn the_first_success_ends_the_probe() {
     let server = peer("127.0.0.1:0", |mut s, n| {
         if n > 0 {
-            let _ = s.write_all(b"SSH-2.0-dropbear_2022.83\r\n");
+            let _ = s.write_all(&greeting(b"SSH-2.0-dropbear_2022.83\r\n"));
             let _ = read_line(&mut s);
         } // the first connection is closed at once, as MaxStartups does
     });
@@ -183,7 +189,7 @@ async fn probes_of_one_target_never_exceed_its_concurrency_limit() {
         p.fetch_max(current, Ordering::SeqCst);
         thread::sleep(Duration::from_millis(100));
         n.fetch_sub(1, Ordering::SeqCst);
-        let _ = s.write_all(b"SSH-2.0-Slow_1.0\r\n");
+        let _ = s.write_all(&greeting(b"SSH-2.0-Slow_1.0\r\n"));
     });
     let target_slots = Arc::new(Semaphore::new(3));
     let global = Arc::new(Semaphore::new(64));
@@ -214,10 +220,31 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// What a fake SSH server sends: `identification` and a KEXINIT whose key exchange the probe
+/// does not complete, so it reads the algorithms and closes without waiting for a host key.
+fn greeting(identification: &[u8]) -> Vec<u8> {
+    let lists = [
+        "diffie-hellman-group14-sha256",
+        "ssh-ed25519",
+        "aes128-ctr",
+        "aes128-ctr",
+        "hmac-sha2-256",
+        "hmac-sha2-256",
+        "none",
+        "none",
+        "",
+        "",
+    ]
+    .map(|l| l.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect());
+    let mut bytes = identification.to_vec();
+    bytes.extend(wire::packet(&wire::kexinit_payload([0; 16], &lists)));
+    bytes
+}
+
 /// A fake SSH server on `ip:port` (the same port on several loopback addresses).
 fn ssh_peer(ip: &str, port: u16) {
     peer(&format!("{ip}:{port}"), |mut s, _| {
-        let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+        let _ = s.write_all(&greeting(b"SSH-2.0-OpenSSH_9.2p1\r\n"));
         let _ = read_line(&mut s);
     });
 }
@@ -414,7 +441,7 @@ fn check_host_resolves_and_probes_every_address() {
     let ipv6 = TcpListener::bind(("::1", port)).is_ok(); // released at once; only tells if ::1 works here
     if ipv6 {
         peer(&format!("[::1]:{port}"), |mut s, _| {
-            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+            let _ = s.write_all(&greeting(b"SSH-2.0-OpenSSH_9.2p1\r\n"));
             let _ = read_line(&mut s);
         });
     }
@@ -481,7 +508,7 @@ fn serve_spreads_probes_across_the_interval_and_stops_on_sigterm() {
         let accepted = Arc::clone(&accepted);
         peer(&format!("{address}:{port}"), move |mut s, _| {
             accepted.lock().unwrap().push(Instant::now());
-            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+            let _ = s.write_all(&greeting(b"SSH-2.0-OpenSSH_9.2p1\r\n"));
             let _ = read_line(&mut s);
         });
     }

@@ -5,6 +5,7 @@
 pub mod defaults;
 pub mod published;
 pub mod raw;
+pub mod ssh;
 pub mod whitelist;
 
 use std::collections::{BTreeSet, HashMap};
@@ -176,6 +177,8 @@ pub struct Target {
     /// Index into [`Whitelist::files`] of the file this target is audited against. `None`: no
     /// whitelist is declared, and the audit only asks whether each published address is open.
     pub whitelist_file: Option<usize>,
+    /// The SSH clients checked against every address and the host keys expected (`check: ssh`).
+    pub ssh: ssh::SshPolicy,
 }
 
 /// A loaded, validated configuration.
@@ -798,6 +801,7 @@ fn build_target(
         allow_local_addresses,
         published,
         whitelist_file: None,
+        ssh: ssh::build(file, key, t.check.unwrap_or(CheckKind::Ssh), t.ssh.as_ref())?,
     })
 }
 

@@ -60,6 +60,27 @@ pub struct RawTarget {
     pub whitelist: Option<Spanned<PathBuf>>,
     pub published: Option<Vec<Spanned<RawPublished>>>,
     pub allow_local_addresses: Option<bool>,
+    pub ssh: Option<Spanned<RawSsh>>,
+}
+
+/// `targets[].ssh` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSsh {
+    pub clients: Option<Vec<Spanned<String>>>,
+    pub client_algorithms: Option<Spanned<RawAlgorithms>>,
+    pub host_keys: Option<Vec<Spanned<String>>>,
+    pub host_key_change_hold: Option<HumanDuration>,
+}
+
+/// `ssh.client_algorithms` as written: a client of one's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlgorithms {
+    pub kex: Vec<Spanned<String>>,
+    pub host_key: Vec<Spanned<String>>,
+    pub ciphers: Vec<Spanned<String>>,
+    pub macs: Vec<Spanned<String>>,
 }
 
 /// One published list of a target: where to fetch it and how to read it.
@@ -124,8 +145,8 @@ pub struct KindRow {
     pub kind: CheckKind,
     pub label: &'static str,
     pub help: &'static str,
-    /// The info metric family (name, help) the kind's evidence fills, if any.
-    pub info_family: Option<(&'static str, &'static str)>,
+    /// The info metric families (name, help) the kind's evidence fills.
+    pub info_families: &'static [(&'static str, &'static str)],
 }
 
 impl CheckKind {
@@ -134,23 +155,29 @@ impl CheckKind {
         KindRow {
             kind: Self::Ssh,
             label: "ssh",
-            help: "TCP connect, then the server's SSH identification line",
-            info_family: Some((
-                "whitelist_audit_ssh_info",
-                "1; software from the server's SSH identification line.",
-            )),
+            help: "TCP connect, then the server's SSH identification line, algorithms (KEXINIT) and host key",
+            info_families: &[
+                (
+                    "whitelist_audit_ssh_info",
+                    "1; software from the server's SSH identification line.",
+                ),
+                (
+                    "whitelist_audit_ssh_host_key_info",
+                    "1; the host key the address proved it holds (its signature verified), as ssh-keygen -lf prints it.",
+                ),
+            ],
         },
         KindRow {
             kind: Self::Tcp,
             label: "tcp",
             help: "TCP connect only",
-            info_family: None,
+            info_families: &[],
         },
         KindRow {
             kind: Self::TcpBanner,
             label: "tcp_banner",
             help: "TCP connect, then any banner from a service that speaks first (FTP, SMTP, POP3, IMAP)",
-            info_family: None,
+            info_families: &[],
         },
     ];
 

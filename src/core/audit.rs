@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -10,8 +11,9 @@ use serde::Serialize;
 use super::finding::{Finding, FindingCounts, classify};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
 use super::source::{Bogus, SourceReport};
+use super::ssh::{SshEvidence, SshReport, variant_key};
 use crate::config::whitelist::EntryUsage;
-use crate::config::{Config, Target};
+use crate::config::{CheckKind, Config, Target};
 use crate::prefix::PrefixIndex;
 
 /// The addresses probed for a target: everything published, plus the single addresses of the
@@ -37,6 +39,9 @@ pub struct AddressReport {
     /// Set for an address a source returned that is never a vendor's: never probed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bogus: Option<Bogus>,
+    /// What the SSH handshake means for the configured clients and keys (open `ssh` addresses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<Arc<SshReport>>,
 }
 
 /// Address counts of one target, by set.
@@ -90,6 +95,10 @@ pub struct TargetReport {
     pub changes: (u64, u64),
     /// Probes this host failed to make since start, by reason (every reason, zeros included).
     pub probe_errors: Vec<(LocalFault, u64)>,
+    /// `check: ssh` targets: how many different servers (host key and algorithms) its open
+    /// addresses show; more than one is an inconsistent pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_variants: Option<usize>,
 }
 
 /// The whole audit at one moment.
@@ -116,6 +125,8 @@ pub struct TargetInput<'a> {
     pub probe_errors: &'a BTreeMap<LocalFault, u64>,
     /// Addresses sources returned that are never a vendor's: reported, not probed.
     pub bogus: &'a BTreeMap<IpAddr, Bogus>,
+    /// The SSH assessment of each open address of an `ssh` target.
+    pub ssh: &'a BTreeMap<IpAddr, Arc<SshReport>>,
 }
 
 /// Evaluates every target. `inputs` and `sources` are in the order of `config.targets`.
@@ -174,6 +185,7 @@ fn evaluate_target(
                 port: target.port,
                 published,
                 whitelisted,
+                ssh: input.ssh.get(&ip).cloned(),
                 probe,
                 finding,
                 bogus: None,
@@ -189,6 +201,7 @@ fn evaluate_target(
             probe: None,
             finding: Some(Finding::BogusAddress),
             bogus: Some(bogus),
+            ssh: None,
         }))
         .collect();
     counts.findings[Finding::BogusAddress] += input.bogus.len();
@@ -205,9 +218,18 @@ fn evaluate_target(
             },
         })
         .collect();
+    let ssh_variants = (target.check == CheckKind::Ssh).then(|| {
+        let variants: BTreeSet<_> = addresses
+            .iter()
+            .filter_map(|a| a.probe.as_ref().filter(|p| p.state == ProbeState::Open))
+            .filter_map(|p| p.evidence_as::<SshEvidence>().and_then(variant_key))
+            .collect();
+        variants.len()
+    });
     TargetReport {
         target: target.name.clone(),
         port: target.port,
+        ssh_variants,
         sources,
         addresses,
         prefixes,

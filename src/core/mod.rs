@@ -9,4 +9,5 @@ pub mod finding;
 pub mod list;
 pub mod outcome;
 pub mod source;
+pub mod ssh;
 pub mod state;

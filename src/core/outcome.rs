@@ -141,9 +141,9 @@ pub trait Evidence: fmt::Debug + Send + Sync + 'static {
     fn summary(&self) -> String;
     /// Fields merged into the probe's JSON object.
     fn json_fields(&self) -> Vec<(&'static str, serde_json::Value)>;
-    /// The info series this evidence exports, if any.
-    fn info(&self) -> Option<InfoSeries> {
-        None
+    /// The info series this evidence exports (one row of each family).
+    fn info(&self) -> Vec<InfoSeries> {
+        Vec::new()
     }
     /// For callers that know the kind: downcasting.
     fn as_any(&self) -> &dyn Any;

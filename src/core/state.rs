@@ -15,6 +15,7 @@ use super::dns_book::{Family, FamilyBooks};
 use super::list::{self, Validators};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
 use super::source::{Bogus, Failure, Reason, SourceKind, SourceReport, SourceStatus, never_a_vendor};
+use super::ssh::{self, KnownKey, SshEvidence, SshReport};
 use crate::config::{Config, Target};
 use crate::prefix;
 
@@ -191,6 +192,10 @@ pub struct TargetState {
     pub probe_errors: BTreeMap<LocalFault, u64>,
     /// Addresses DNS or a list returned that are never a vendor's: reported, never probed.
     pub bogus: BTreeMap<IpAddr, Bogus>,
+    /// The SSH assessment of each address whose last probe was open (`check: ssh`).
+    pub ssh: BTreeMap<IpAddr, Arc<SshReport>>,
+    /// The host key each address last presented, kept across restarts (and while it is down).
+    pub known_keys: BTreeMap<IpAddr, KnownKey>,
 }
 
 /// When the last full sweep finished and how long it took.
@@ -250,6 +255,8 @@ pub struct State {
     pub status: DaemonStatus,
     /// When this configuration was loaded: the static list's last success.
     pub loaded_at: SystemTime,
+    /// Whether a known host key changed since the shell last saved them.
+    pub known_keys_dirty: bool,
 }
 
 impl State {
@@ -272,6 +279,7 @@ impl State {
             targets,
             status: DaemonStatus::default(),
             loaded_at,
+            known_keys_dirty: false,
         };
         for index in 0..state.targets.len() {
             state.recompute(TargetId(index));
@@ -364,9 +372,20 @@ impl State {
             carried.added_total = previous.added_total;
             carried.removed_total = previous.removed_total;
             carried.probe_errors.clone_from(&previous.probe_errors);
+            carried.known_keys.clone_from(&previous.known_keys);
             next.recompute(TargetId(index));
+            // The clients or pins may have changed: every address is assessed again.
+            let results: Vec<(IpAddr, ProbeResult)> = next.targets[index]
+                .results
+                .iter()
+                .map(|(ip, r)| (*ip, r.clone()))
+                .collect();
+            for (ip, result) in results {
+                next.assess_ssh(TargetId(index), ip, &result);
+            }
         }
         next.status = self.status;
+        next.known_keys_dirty = self.known_keys_dirty;
         next
     }
 
@@ -536,6 +555,7 @@ impl State {
         state.probed.retain(|ip| !state.bogus.contains_key(ip));
         let probed = &state.probed;
         state.results.retain(|ip, _| probed.contains(ip));
+        state.ssh.retain(|ip, _| probed.contains(ip));
         let after = published_items(state);
         let change = Change {
             added: after.difference(&before).copied().collect(),
@@ -558,7 +578,53 @@ impl State {
                 .entry(result.fault.unwrap_or(LocalFault::Other))
                 .or_default() += 1;
         }
-        state.results.insert(ip, result);
+        if let Some(key) = result.evidence_as::<SshEvidence>().and_then(|e| e.host_key.as_ref()) {
+            let known = state.known_keys.get(&ip);
+            let next = KnownKey::observe(known, key, result.finished_at);
+            if known != Some(&next) {
+                state.known_keys.insert(ip, next);
+                self.known_keys_dirty = true;
+            }
+        }
+        self.assess_ssh(id, ip, &result);
+        self.targets[id.0].results.insert(ip, result);
+    }
+
+    /// Assesses an address's SSH handshake against its target's clients and keys, as of the
+    /// probe's end; an address that is not open has no assessment.
+    fn assess_ssh(&mut self, id: TargetId, ip: IpAddr, result: &ProbeResult) {
+        let policy = &self.config.targets[id.0].ssh;
+        let state = &mut self.targets[id.0];
+        let report = result
+            .evidence_as::<SshEvidence>()
+            .filter(|_| result.state == ProbeState::Open)
+            .and_then(|evidence| ssh::assess(policy, evidence, state.known_keys.get(&ip), result.finished_at));
+        match report {
+            Some(report) => state.ssh.insert(ip, Arc::new(report)),
+            None => state.ssh.remove(&ip),
+        };
+    }
+
+    /// Every target's known host keys, by target name and port: what the shell saves.
+    pub fn known_keys(&self) -> Vec<(&str, u16, &BTreeMap<IpAddr, KnownKey>)> {
+        self.config
+            .targets
+            .iter()
+            .zip(&self.targets)
+            .map(|(target, state)| (target.name.as_str(), target.port, &state.known_keys))
+            .collect()
+    }
+
+    /// Takes known host keys saved before a restart, for the targets that still exist; what this
+    /// run has already seen wins.
+    pub fn restore_known_keys(&mut self, saved: Vec<(String, u16, BTreeMap<IpAddr, KnownKey>)>) {
+        for (name, port, keys) in saved {
+            if let Some(TargetId(index)) = self.target_id(&name, port) {
+                for (ip, key) in keys {
+                    self.targets[index].known_keys.entry(ip).or_insert(key);
+                }
+            }
+        }
     }
 
     /// The audit report of this moment.
@@ -575,6 +641,7 @@ impl State {
                 changes: (t.added_total, t.removed_total),
                 probe_errors: &t.probe_errors,
                 bogus: &t.bogus,
+                ssh: &t.ssh,
             })
             .collect();
         let sources = self

@@ -3,7 +3,6 @@
 //! that fails in any way keeps its last good set, which is also kept on disk across restarts.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -233,16 +232,7 @@ pub fn state_file(dir: &Path, target: &str, url: &str) -> PathBuf {
 
 /// Writes `saved` atomically: a temporary file, fsync, rename, fsync of the directory.
 pub fn save(path: &Path, saved: &Saved) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let temporary = path.with_extension("json.tmp");
-    {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(&serde_json::to_vec_pretty(saved).expect("plain data serializes"))?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&temporary, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::state_file::write_atomically(path, &serde_json::to_vec_pretty(saved).expect("plain data serializes"))
 }
 
 /// Why a saved set could not be read back.

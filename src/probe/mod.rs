@@ -65,7 +65,7 @@ pub async fn attempt<N: Network>(network: &N, address: SocketAddr, check: CheckK
         Err(failed) => failed,
         Ok(stream) => match check {
             CheckKind::Tcp => tcp::connected(),
-            CheckKind::Ssh => ssh::identify(stream, deadline).await,
+            CheckKind::Ssh => ssh::handshake(stream, deadline).await,
             CheckKind::TcpBanner => banner::read(stream, deadline).await,
         },
     };
