@@ -523,7 +523,7 @@ mod tests {
     use tokio::io::DuplexStream;
 
     use super::*;
-    use crate::core::outcome::LocalFault;
+    use crate::core::outcome::{LocalFault, ProbeResult};
 
     /// How the scripted network answers a connect to one address.
     #[derive(Debug, Clone, Copy)]
@@ -785,5 +785,95 @@ mod tests {
             probed, 1,
             "the added target is probed, not a panic on its missing bound"
         );
+    }
+
+    fn ssh_result(fingerprint: &str, at: SystemTime) -> ProbeResult {
+        use crate::core::ssh::{HostKey, Identification, ServerAlgorithms, SshEvidence};
+        let list = |name: &str| vec![name.to_string()];
+        let evidence = SshEvidence {
+            identification: Identification {
+                protocol: "2.0".into(),
+                software: "OpenSSH_9.2p1".into(),
+                comments: None,
+            },
+            algorithms: Some(Arc::new(ServerAlgorithms {
+                kex: list("curve25519-sha256"),
+                host_key: list("ssh-ed25519"),
+                ciphers_client_to_server: list("aes128-ctr"),
+                ciphers_server_to_client: list("aes128-ctr"),
+                macs_client_to_server: list("hmac-sha2-256"),
+                macs_server_to_client: list("hmac-sha2-256"),
+                ..ServerAlgorithms::default()
+            })),
+            host_key: Some(HostKey {
+                key_type: "ssh-ed25519".into(),
+                algorithm: "ssh-ed25519".into(),
+                fingerprint: fingerprint.into(),
+            }),
+            host_key_note: None,
+        };
+        ProbeResult {
+            state: ProbeState::Open,
+            fault: None,
+            duration: Duration::from_millis(5),
+            attempts: 1,
+            evidence: Some(Arc::new(evidence)),
+            detail: String::new(),
+            finished_at: at,
+        }
+    }
+
+    fn ssh_problems(shared: &Shared) -> Vec<crate::core::ssh::SshProblem> {
+        let snapshot = shared.publish();
+        let address = &snapshot.report.targets[0].addresses[0];
+        address.ssh.as_ref().expect("assessed").problems.clone()
+    }
+
+    #[test]
+    fn a_host_key_changed_across_a_restart_is_reported_and_a_corrupt_file_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("wla-known-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = load(&format!(
+            "global:\n  state_dir: {}\ntargets:\n  - name: vendor\n    static: [192.0.2.7]\n",
+            dir.display()
+        ));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let now = SystemTime::now();
+        let first = Shared::new(Arc::clone(&config));
+        first.update(|state| state.record_probe(TargetId(0), ip, ssh_result("SHA256:before", now)));
+        assert!(ssh_problems(&first).is_empty());
+        save_known_keys(&first);
+        assert!(dir.join(KNOWN_KEYS_FILE).exists());
+
+        let restarted = Shared::new(Arc::clone(&config));
+        restore_known_keys(&restarted);
+        restarted.update(|state| state.record_probe(TargetId(0), ip, ssh_result("SHA256:after", now)));
+        assert_eq!(
+            ssh_problems(&restarted),
+            vec![crate::core::ssh::SshProblem::HostKeyChanged]
+        );
+
+        std::fs::write(dir.join(KNOWN_KEYS_FILE), b"{ not json").unwrap();
+        let fresh = Shared::new(config);
+        restore_known_keys(&fresh);
+        fresh.update(|state| state.record_probe(TargetId(0), ip, ssh_result("SHA256:after", now)));
+        assert!(ssh_problems(&fresh).is_empty(), "learned again from nothing");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn addresses_presenting_different_keys_make_an_inconsistent_pool() {
+        let config = load("targets:\n  - name: vendor\n    static: [192.0.2.7, 192.0.2.8, 192.0.2.9]\n");
+        let shared = Shared::new(config);
+        let now = SystemTime::now();
+        let record = |ip: &str, fingerprint: &str| {
+            let result = ssh_result(fingerprint, now);
+            shared.update(|state| state.record_probe(TargetId(0), ip.parse().unwrap(), result));
+        };
+        record("192.0.2.7", "SHA256:pool");
+        record("192.0.2.8", "SHA256:pool");
+        assert_eq!(shared.publish().report.targets[0].ssh_variants, Some(1));
+        record("192.0.2.9", "SHA256:proxy");
+        assert_eq!(shared.publish().report.targets[0].ssh_variants, Some(2));
     }
 }

@@ -11,7 +11,7 @@ use crate::core::dns_book::Family;
 use crate::core::finding::{Finding, FindingCounts};
 use crate::core::outcome::ProbeState;
 use crate::core::source::{SourceKind, SourceReport};
-use crate::core::ssh::SshProblem;
+use crate::core::ssh::{SshEvidence, SshProblem};
 use crate::prefix::prefix_label;
 
 /// What `check` prints as JSON.
@@ -262,11 +262,21 @@ fn ssh_lines(report: &Report, out: &mut String) {
                 }
             }
             if let Some(key) = ssh.host_key.as_ref().filter(|_| ssh.has(SshProblem::HostKeyMismatch)) {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "{at}: host_key_mismatch: {} {} is none of the target's ssh.host_keys: another server, or an SSH-intercepting proxy",
                     key.key_type, key.fingerprint
                 );
+                let others = other_key_algorithms(address, &key.algorithm);
+                if !others.is_empty() {
+                    // A pin of the server's RSA key does not match the ed25519 key asked for first.
+                    let _ = write!(
+                        out,
+                        " (the server also offers {}; the probe asks for this type first, as OpenSSH does: if you pinned a key of another type, pin this one)",
+                        others.join(",")
+                    );
+                }
+                out.push('\n');
             }
             if let Some(key) = ssh.host_key.as_ref().filter(|_| ssh.has(SshProblem::HostKeyChanged)) {
                 let _ = writeln!(
@@ -279,6 +289,17 @@ fn ssh_lines(report: &Report, out: &mut String) {
             }
         }
     }
+}
+
+/// The host key algorithms the address offers besides the one its key was asked for with.
+fn other_key_algorithms(address: &AddressReport, asked: &str) -> Vec<String> {
+    address
+        .probe
+        .as_ref()
+        .and_then(|p| p.evidence_as::<SshEvidence>())
+        .and_then(|e| e.algorithms.as_deref())
+        .map(|a| a.host_key.iter().filter(|n| n.as_str() != asked).cloned().collect())
+        .unwrap_or_default()
 }
 
 fn list_or_nothing(names: &[String]) -> String {

@@ -398,8 +398,17 @@ mod tests {
         assert!(message(&[]).is_err());
     }
 
+    /// 20,000 cases per run; `PROPTEST_CASES=N` for a longer run (the README says how long one
+    /// ran clean).
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(20_000)
+    }
+
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
 
         #[test]
         fn no_input_makes_the_parsers_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
