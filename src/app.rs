@@ -200,6 +200,7 @@ pub fn restore_known_keys(shared: &Shared) {
 /// Saves the known host keys if one changed since the last save.
 pub fn save_known_keys(shared: &Shared) {
     let Some((state_dir, saved)) = shared.update(|state| {
+        state.prune_known_keys();
         if !std::mem::take(&mut state.known_keys_dirty) {
             return None;
         }

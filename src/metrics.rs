@@ -21,7 +21,7 @@ use crate::config::CheckKind;
 use crate::core::audit::{AddressReport, Report, TargetReport};
 use crate::core::outcome::{InfoSeries, LocalFault, ProbeState};
 use crate::core::source::{SourceReport, unix_seconds};
-use crate::core::ssh::SshProblem;
+use crate::core::ssh::{SshProblem, is_aead};
 use crate::core::state::{DaemonStatus, Snapshot};
 use crate::prefix::prefix_label;
 
@@ -428,7 +428,11 @@ fn encode_ssh(addresses: &[&AddressReport], e: &mut DescriptorEncoder) -> fmt::R
                 mac: first
                     .mac
                     .as_deref()
-                    .unwrap_or(if first.cipher.is_some() { "implicit" } else { "none" }),
+                    .unwrap_or(if first.cipher.as_deref().is_some_and(is_aead) {
+                        "implicit"
+                    } else {
+                        "none"
+                    }),
             };
             Some((labels, 1.0))
         }),

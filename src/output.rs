@@ -278,6 +278,18 @@ fn ssh_lines(report: &Report, out: &mut String) {
                 }
                 out.push('\n');
             }
+            if ssh.host_key.is_none() && ssh.has(SshProblem::HostKeyMismatch) {
+                let why = address
+                    .probe
+                    .as_ref()
+                    .and_then(|p| p.evidence_as::<SshEvidence>())
+                    .and_then(|e| e.host_key_note.clone())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{at}: host_key_mismatch: the address proved no host key, so none of ssh.host_keys: {why}"
+                );
+            }
             if let Some(key) = ssh.host_key.as_ref().filter(|_| ssh.has(SshProblem::HostKeyChanged)) {
                 let _ = writeln!(
                     out,

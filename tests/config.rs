@@ -198,6 +198,22 @@ const INVALID: &[(&str, &str)] = &[
         "5:7: targets[0].ssh.client: unknown field `client`, expected one of clients, client_algorithms, host_keys, host_key_change_hold",
     ),
     (
+        "ssh-no-clients.yml",
+        "5:7: targets[0].ssh.clients: no SSH client to check: name at least one (the default is [openssh]) or describe one under `ssh.client_algorithms`",
+    ),
+    (
+        "ssh-zero-hold.yml",
+        "5:7: targets[0].ssh.host_key_change_hold: 0s would never report a changed host key: give a duration such as 24h",
+    ),
+    (
+        "ssh-markers-only.yml",
+        "6:15: targets[0].ssh.client_algorithms.kex: only signalling names (ext-info-*, kex-strict-*), which are never agreed on: list real algorithms",
+    ),
+    (
+        "ssh-fingerprint-typo.yml",
+        "5:19: targets[0].ssh.host_keys[0]: `SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2t` cannot be a SHA-256 fingerprint: 32 bytes never end in that last character (a typo?)",
+    ),
+    (
         "ssh-duplicate-client.yml",
         "5:23: targets[0].ssh.clients[1]: `jsch` is listed twice",
     ),

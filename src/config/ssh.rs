@@ -111,6 +111,7 @@ pub fn build(
             ),
         ));
     }
+    let raw_location = raw.referenced;
     let raw = &raw.value;
     let mut clients = Vec::new();
     for (i, name) in raw.clients.iter().flatten().enumerate() {
@@ -138,9 +139,30 @@ pub fn build(
     if raw.clients.is_none() && raw.client_algorithms.is_none() {
         clients = SshPolicy::default().clients;
     }
+    if clients.is_empty() {
+        return Err(ConfigError::at(
+            file,
+            &raw_location,
+            format!("{key}.ssh.clients"),
+            "no SSH client to check: name at least one (the default is [openssh]) or describe one under `ssh.client_algorithms`",
+        ));
+    }
     let mut host_keys = Vec::new();
     for (i, pin) in raw.host_keys.iter().flatten().enumerate() {
         let text = pin.value.trim();
+        let shaped = text.strip_prefix("SHA256:").is_some_and(|b64| {
+            b64.len() == 43 && b64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        });
+        if shaped && !is_sha256_fingerprint(text) {
+            return Err(ConfigError::at(
+                file,
+                &pin.referenced,
+                format!("{key}.ssh.host_keys[{i}]"),
+                format!(
+                    "`{text}` cannot be a SHA-256 fingerprint: 32 bytes never end in that last character (a typo?)"
+                ),
+            ));
+        }
         if !is_sha256_fingerprint(text) {
             return Err(ConfigError::at(
                 file,
@@ -153,10 +175,19 @@ pub fn build(
         }
         host_keys.push(text.to_string());
     }
+    let host_key_change_hold = raw.host_key_change_hold.map_or(DEFAULT_HOST_KEY_CHANGE_HOLD, |d| d.0);
+    if host_key_change_hold.is_zero() {
+        return Err(ConfigError::at(
+            file,
+            &raw_location,
+            format!("{key}.ssh.host_key_change_hold"),
+            "0s would never report a changed host key: give a duration such as 24h",
+        ));
+    }
     Ok(SshPolicy {
         clients,
         host_keys,
-        host_key_change_hold: raw.host_key_change_hold.map_or(DEFAULT_HOST_KEY_CHANGE_HOLD, |d| d.0),
+        host_key_change_hold,
     })
 }
 
@@ -168,6 +199,14 @@ fn custom_profile(file: &Path, key: &str, raw: &Spanned<RawAlgorithms>) -> Resul
                 &raw.referenced,
                 format!("{key}.{kind}"),
                 "empty list: a client offers at least one algorithm of each kind",
+            ));
+        }
+        if names.iter().all(|n| is_marker(n.value.trim())) {
+            return Err(ConfigError::at(
+                file,
+                &names[0].referenced,
+                format!("{key}.{kind}"),
+                "only signalling names (ext-info-*, kex-strict-*), which are never agreed on: list real algorithms",
             ));
         }
         names
@@ -209,10 +248,21 @@ pub fn is_algorithm_name(text: &str) -> bool {
     !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
 
-/// `SHA256:` and the unpadded base64 of 32 bytes, as `ssh-keygen -lf` prints it.
+/// `SHA256:` and the unpadded base64 of 32 bytes, as `ssh-keygen -lf` prints it. 32 bytes leave
+/// the last of the 43 characters 2 bits of padding, which must be zero: a typo there would never
+/// match any key.
 pub fn is_sha256_fingerprint(text: &str) -> bool {
-    text.strip_prefix("SHA256:")
-        .is_some_and(|b64| b64.len() == 43 && b64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'))
+    text.strip_prefix("SHA256:").is_some_and(|b64| {
+        b64.len() == 43
+            && b64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+            && b64.ends_with(|c: char| "AEIMQUYcgkosw048".contains(c))
+    })
+}
+
+/// RFC 8308's `ext-info-*` and OpenSSH's `kex-strict-*`: signals that ride in the key exchange
+/// list and are never agreed on.
+pub fn is_marker(name: &str) -> bool {
+    name.starts_with("ext-info-") || name.starts_with("kex-strict-")
 }
 
 #[cfg(test)]
@@ -260,5 +310,9 @@ mod tests {
             "MD5:16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48"
         ));
         assert!(!is_sha256_fingerprint("uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"));
+        // A last character that 32 bytes cannot end in: a typo that would never match.
+        assert!(!is_sha256_fingerprint(
+            "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2t"
+        ));
     }
 }

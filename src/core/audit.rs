@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::finding::{Finding, FindingCounts, classify};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
 use super::source::{Bogus, SourceReport};
-use super::ssh::{SshEvidence, SshReport, variant_key};
+use super::ssh::{SshEvidence, SshReport, count_variants};
 use crate::config::whitelist::EntryUsage;
 use crate::config::{CheckKind, Config, Target};
 use crate::prefix::PrefixIndex;
@@ -219,12 +219,12 @@ fn evaluate_target(
         })
         .collect();
     let ssh_variants = (target.check == CheckKind::Ssh).then(|| {
-        let variants: BTreeSet<_> = addresses
-            .iter()
-            .filter_map(|a| a.probe.as_ref().filter(|p| p.state == ProbeState::Open))
-            .filter_map(|p| p.evidence_as::<SshEvidence>().and_then(variant_key))
-            .collect();
-        variants.len()
+        count_variants(
+            addresses
+                .iter()
+                .filter_map(|a| a.probe.as_ref().filter(|p| p.state == ProbeState::Open))
+                .filter_map(|p| p.evidence_as::<SshEvidence>()),
+        )
     });
     TargetReport {
         target: target.name.clone(),

@@ -4,12 +4,14 @@
 //! weak, and the host key an address presented before.
 
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use super::outcome::{Evidence, InfoSeries};
+pub use crate::config::ssh::is_marker;
 use crate::config::ssh::{ClientProfile, SshPolicy};
 
 /// A server's identification line, e.g. `SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3`.
@@ -141,22 +143,13 @@ impl AlgorithmKind {
     }
 }
 
-/// Names that are signals, not algorithms (RFC 8308 `ext-info-*`, OpenSSH's strict KEX marker):
-/// they are never agreed on.
-pub fn is_marker(name: &str) -> bool {
-    name.starts_with("ext-info-") || name.starts_with("kex-strict-")
-}
-
-/// Ciphers that authenticate on their own: with one of them no MAC is negotiated (OpenSSH's
-/// `cipher_authlen`; RFC 5647 names its own two).
+/// Ciphers that authenticate on their own: with one of them the MAC list is ignored (OpenSSH's
+/// `cipher_authlen`). RFC 5647's `AEAD_AES_*_GCM` are not among them: those must also be agreed
+/// in the MAC list, which the lists already say.
 pub fn is_aead(cipher: &str) -> bool {
     matches!(
         cipher,
-        "chacha20-poly1305@openssh.com"
-            | "aes128-gcm@openssh.com"
-            | "aes256-gcm@openssh.com"
-            | "AEAD_AES_128_GCM"
-            | "AEAD_AES_256_GCM"
+        "chacha20-poly1305@openssh.com" | "aes128-gcm@openssh.com" | "aes256-gcm@openssh.com"
     )
 }
 
@@ -239,6 +232,19 @@ pub struct Mismatch {
     pub server_offers: Vec<String>,
 }
 
+/// The first direction of `kind` in which everything shared is weak, if any.
+fn weak_agreement(kind: AlgorithmKind, directions: &[Vec<&str>]) -> Option<WeakAgreement> {
+    directions.iter().find_map(|shared| {
+        let weaknesses: Vec<Weakness> = shared.iter().filter_map(|name| weakness(kind, name)).collect();
+        (!shared.is_empty() && weaknesses.len() == shared.len()).then(|| WeakAgreement {
+            kind,
+            algorithms: shared.iter().map(|s| (*s).to_string()).collect(),
+            reason: weaknesses[0].reason,
+            source: weaknesses[0].source,
+        })
+    })
+}
+
 /// What one client would get from one server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClientVerdict {
@@ -297,27 +303,34 @@ pub fn negotiate(client: &ClientProfile, server: &ServerAlgorithms) -> ClientVer
         )
     };
     mismatch(AlgorithmKind::Mac, &client.macs, mac_list, mac_ok);
-    let mut weak_only = Vec::new();
-    let mut check_weak = |kind: AlgorithmKind, shared: Vec<&str>| {
-        let weaknesses: Vec<Weakness> = shared.iter().filter_map(|name| weakness(kind, name)).collect();
-        if !shared.is_empty() && weaknesses.len() == shared.len() {
-            weak_only.push(WeakAgreement {
-                kind,
-                algorithms: shared.iter().map(|s| (*s).to_string()).collect(),
-                reason: weaknesses[0].reason,
-                source: weaknesses[0].source,
-            });
-        }
-    };
-    check_weak(AlgorithmKind::Kex, common(&client.kex, &server.kex));
-    check_weak(AlgorithmKind::HostKey, common(&client.host_key, &server.host_key));
-    check_weak(
-        AlgorithmKind::Cipher,
-        common(&client.ciphers, &server.ciphers_client_to_server),
-    );
-    if mac_needed(cipher_out) {
-        check_weak(AlgorithmKind::Mac, common(&client.macs, &server.macs_client_to_server));
-    }
+    let kinds = [
+        weak_agreement(AlgorithmKind::Kex, &[common(&client.kex, &server.kex)]),
+        weak_agreement(AlgorithmKind::HostKey, &[common(&client.host_key, &server.host_key)]),
+        // Each direction on its own: a weak one breaks the client as surely as two.
+        weak_agreement(
+            AlgorithmKind::Cipher,
+            &[
+                common(&client.ciphers, &server.ciphers_client_to_server),
+                common(&client.ciphers, &server.ciphers_server_to_client),
+            ],
+        ),
+        weak_agreement(
+            AlgorithmKind::Mac,
+            &[
+                if mac_needed(cipher_out) {
+                    common(&client.macs, &server.macs_client_to_server)
+                } else {
+                    Vec::new()
+                },
+                if mac_needed(cipher_in) {
+                    common(&client.macs, &server.macs_server_to_client)
+                } else {
+                    Vec::new()
+                },
+            ],
+        ),
+    ];
+    let weak_only: Vec<WeakAgreement> = kinds.into_iter().flatten().collect();
     ClientVerdict {
         client: client.name.clone(),
         compatible: missing.is_empty(),
@@ -410,7 +423,9 @@ mod unix_seconds {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::deserialize(d)?))
+        SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_secs(u64::deserialize(d)?))
+            .ok_or_else(|| serde::de::Error::custom("a time out of range"))
     }
 }
 
@@ -452,6 +467,10 @@ pub fn assess(
         problems.push(SshProblem::WeakOnly);
     }
     let mut previous_host_key = None;
+    // A pin asks for proof: an address that proved no key has not proved a pinned one.
+    if evidence.host_key.is_none() && !policy.host_keys.is_empty() {
+        problems.push(SshProblem::HostKeyMismatch);
+    }
     if let Some(key) = &evidence.host_key {
         if !policy.host_keys.is_empty() && !policy.host_keys.contains(&key.fingerprint) {
             problems.push(SshProblem::HostKeyMismatch);
@@ -480,12 +499,30 @@ pub fn assess(
     })
 }
 
-/// What makes two addresses of a pool the same server, as far as a client can tell.
-pub fn variant_key(evidence: &SshEvidence) -> Option<(Option<&str>, &ServerAlgorithms)> {
-    Some((
-        evidence.host_key.as_ref().map(|k| k.fingerprint.as_str()),
-        evidence.algorithms.as_deref()?,
-    ))
+/// How many different servers, as far as a client can tell, the addresses of a pool are: the
+/// same host key and algorithms make one. An address whose key could not be read differs only if
+/// its algorithms are none of the others'; a failed key exchange is not another server.
+pub fn count_variants<'a>(pool: impl IntoIterator<Item = &'a SshEvidence>) -> usize {
+    let mut keyed: BTreeSet<(&str, &ServerAlgorithms)> = BTreeSet::new();
+    let mut keyless: BTreeSet<&ServerAlgorithms> = BTreeSet::new();
+    for evidence in pool {
+        let Some(algorithms) = evidence.algorithms.as_deref() else {
+            continue;
+        };
+        match &evidence.host_key {
+            Some(key) => {
+                keyed.insert((key.fingerprint.as_str(), algorithms));
+            }
+            None => {
+                keyless.insert(algorithms);
+            }
+        }
+    }
+    let unmatched = keyless
+        .iter()
+        .filter(|algorithms| !keyed.iter().any(|(_, a)| a == *algorithms))
+        .count();
+    keyed.len() + unmatched
 }
 
 #[cfg(test)]
@@ -702,6 +739,55 @@ mod tests {
         assert_eq!(report.previous_host_key.as_deref(), Some("SHA256:a"));
         let later = assess(&policy, &evidence(Some("SHA256:b")), Some(&changed), t1 + hold).unwrap();
         assert!(!later.has(SshProblem::HostKeyChanged));
+    }
+
+    #[test]
+    fn a_failed_key_exchange_is_not_another_server() {
+        let pool = |fps: &[Option<&str>]| fps.iter().map(|fp| evidence(*fp)).collect::<Vec<_>>();
+        assert_eq!(count_variants(&pool(&[Some("SHA256:a"), Some("SHA256:a"), None])), 1);
+        assert_eq!(count_variants(&pool(&[Some("SHA256:a"), Some("SHA256:b")])), 2);
+        let mut upgraded = pool(&[Some("SHA256:a"), None]);
+        upgraded[1].algorithms = Some(Arc::new(server(
+            "mlkem768x25519-sha256",
+            "ssh-ed25519",
+            "aes128-ctr",
+            "hmac-sha2-256",
+        )));
+        assert_eq!(count_variants(&upgraded), 2);
+        assert_eq!(count_variants(&[]), 0);
+    }
+
+    #[test]
+    fn a_pin_without_a_proved_key_is_a_mismatch() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let pinned = SshPolicy {
+            host_keys: vec!["SHA256:a".into()],
+            ..SshPolicy::default()
+        };
+        let report = assess(&pinned, &evidence(None), None, now).unwrap();
+        assert_eq!(report.problems, vec![SshProblem::HostKeyMismatch]);
+        let unpinned = assess(&SshPolicy::default(), &evidence(None), None, now).unwrap();
+        assert!(unpinned.problems.is_empty());
+    }
+
+    #[test]
+    fn a_weak_server_to_client_direction_is_reported_too() {
+        let c = client(
+            "curve25519-sha256",
+            "ssh-ed25519",
+            "aes128-ctr,aes128-cbc",
+            "hmac-sha2-256",
+        );
+        let mut s = server(
+            "curve25519-sha256",
+            "ssh-ed25519",
+            "aes128-ctr,aes128-cbc",
+            "hmac-sha2-256",
+        );
+        s.ciphers_server_to_client = names("aes128-cbc");
+        let v = negotiate(&c, &s);
+        assert_eq!(v.weak_only.len(), 1, "{v:?}");
+        assert_eq!(v.weak_only[0].algorithms, vec!["aes128-cbc"]);
     }
 
     #[test]

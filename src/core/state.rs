@@ -16,7 +16,7 @@ use super::list::{self, Validators};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
 use super::source::{Bogus, Failure, Reason, SourceKind, SourceReport, SourceStatus, never_a_vendor};
 use super::ssh::{self, KnownKey, SshEvidence, SshReport};
-use crate::config::{Config, Target};
+use crate::config::{CheckKind, Config, Target};
 use crate::prefix;
 
 /// A target of the current configuration: an index into `config.targets`, valid for one
@@ -593,16 +593,33 @@ impl State {
     /// Assesses an address's SSH handshake against its target's clients and keys, as of the
     /// probe's end; an address that is not open has no assessment.
     fn assess_ssh(&mut self, id: TargetId, ip: IpAddr, result: &ProbeResult) {
-        let policy = &self.config.targets[id.0].ssh;
+        let target = &self.config.targets[id.0];
+        let policy = &target.ssh;
         let state = &mut self.targets[id.0];
         let report = result
             .evidence_as::<SshEvidence>()
-            .filter(|_| result.state == ProbeState::Open)
+            // A reload that changed `check` carries the last SSH result until the next probe.
+            .filter(|_| result.state == ProbeState::Open && target.check == CheckKind::Ssh)
             .and_then(|evidence| ssh::assess(policy, evidence, state.known_keys.get(&ip), result.finished_at));
         match report {
             Some(report) => state.ssh.insert(ip, Arc::new(report)),
             None => state.ssh.remove(&ip),
         };
+    }
+
+    /// Forgets the host keys of addresses no longer probed, once the first sweep has shown what
+    /// is probed (before it, DNS may not have answered yet): a pool that rotates its addresses
+    /// does not grow the memory, or the file, without end.
+    pub fn prune_known_keys(&mut self) {
+        if !self.status.ready {
+            return;
+        }
+        for state in &mut self.targets {
+            let before = state.known_keys.len();
+            let probed = &state.probed;
+            state.known_keys.retain(|ip, _| probed.contains(ip));
+            self.known_keys_dirty |= state.known_keys.len() != before;
+        }
     }
 
     /// Every target's known host keys, by target name and port: what the shell saves.

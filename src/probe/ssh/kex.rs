@@ -152,6 +152,7 @@ pub fn verify(
     }
     let signature =
         Signature::try_from(reply.signature).map_err(|e| format!("a host key signature the probe cannot read: {e}"))?;
+    let signature = full_length_rsa(&key, signature)?;
     if signature.algorithm().as_str() != plan.host_key {
         return Err(format!(
             "a {} signature where {} was agreed",
@@ -166,6 +167,33 @@ pub fn verify(
         algorithm: plan.host_key.to_string(),
         fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
     })
+}
+
+/// RSA keys the probe verifies at most: the `rsa` crate's limit.
+const MAX_RSA_BITS: usize = 4096;
+
+/// An RSA signature as long as the key's modulus. Some servers drop its leading zero bytes
+/// (one signature in 256); OpenSSH pads them back, and so do we, or such a server would fail
+/// now and then.
+fn full_length_rsa(key: &PublicKey, signature: Signature) -> Result<Signature, String> {
+    let Some(rsa) = key.key_data().rsa() else {
+        return Ok(signature);
+    };
+    let modulus = rsa.n.as_positive_bytes().map_or(0, <[u8]>::len);
+    if modulus * 8 > MAX_RSA_BITS {
+        return Err(format!(
+            "an RSA host key of {} bits; the probe verifies up to {MAX_RSA_BITS}",
+            modulus * 8
+        ));
+    }
+    let data = signature.as_bytes();
+    if data.is_empty() || data.len() >= modulus {
+        return Ok(signature);
+    }
+    let mut padded = vec![0u8; modulus - data.len()];
+    padded.extend_from_slice(data);
+    Signature::new(signature.algorithm(), padded)
+        .map_err(|e| format!("a host key signature the probe cannot read: {e}"))
 }
 
 /// An SSH `mpint` of a non-negative big-endian number.
@@ -212,6 +240,21 @@ mod tests {
                 .unwrap_err()
                 .contains("no host key algorithm")
         );
+    }
+
+    #[test]
+    fn a_short_rsa_signature_is_padded_to_the_modulus() {
+        // A throwaway 2048-bit key: the padding depends on its length only.
+        let key = PublicKey::from_openssh("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDMoLmpc7MwlcTl7/kvgONqyi9LPHRYsMU2HcJuPTglRHkQzILCJt09evgFfzxvRRQHzfNJeOpsNsCIKtdxsvOX319z5Ydvoo0SsRPCPR0eZ4D+FhA61BlcR95WjDGlYlcAmI5yvFZu4rToowkQyzUsfjXBpj0cZYTOu+1AK2oGsgjeZunTUCLv9L7uS8jd8IHeAl4DShBVeWCEfWxxm69IuPkjqKnHNJD52Ahd7aZ7ibH0Vyy8R4xcCAuRvVZYTBPX6/3cDEk8ND7BngvotHmxowceOgUfo0ywCIAlAwmWmWA7gS0dsForpsW7j0jPnGWUY9pzFUTbahv+QrYQ9SXp").unwrap();
+        let algorithm = ssh_key::Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512),
+        };
+        let short = Signature::new(algorithm.clone(), vec![7u8; 255]).unwrap();
+        let padded = full_length_rsa(&key, short).unwrap();
+        assert_eq!(padded.as_bytes().len(), 256);
+        assert_eq!((padded.as_bytes()[0], padded.as_bytes()[1]), (0, 7));
+        let whole = Signature::new(algorithm, vec![7u8; 256]).unwrap();
+        assert_eq!(full_length_rsa(&key, whole.clone()).unwrap(), whole);
     }
 
     #[test]

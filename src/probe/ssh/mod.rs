@@ -74,16 +74,21 @@ enum ReadEnd {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    /// Reads more bytes into the buffer, at most `cap` in all.
+    /// Reads more bytes into the buffer, at most `cap` in all: never more than fits, so no byte
+    /// of a following packet is dropped.
     async fn fill(&mut self, cap: usize) -> Result<(), ReadEnd> {
         let mut chunk = [0u8; 2048];
-        match tokio::time::timeout_at(self.deadline, self.stream.read(&mut chunk)).await {
+        let room = cap.saturating_sub(self.buffer.len()).min(chunk.len());
+        if room == 0 {
+            // The callers' caps hold a whole packet; a full buffer is a bug, not the peer's.
+            return Err(ReadEnd::Failed(std::io::Error::other("read buffer full")));
+        }
+        match tokio::time::timeout_at(self.deadline, self.stream.read(&mut chunk[..room])).await {
             Err(_) => Err(ReadEnd::Timeout),
             Ok(Err(err)) => Err(ReadEnd::Failed(err)),
             Ok(Ok(0)) => Err(ReadEnd::Closed),
             Ok(Ok(n)) => {
-                let room = cap.saturating_sub(self.buffer.len());
-                self.buffer.extend_from_slice(&chunk[..n.min(room)]);
+                self.buffer.extend_from_slice(&chunk[..n]);
                 Ok(())
             }
         }
