@@ -444,8 +444,14 @@ pub async fn run<N: Network>(
                 return;
             }
             Some(reply) = reloads.recv() => {
+                // A burst of requests costs one reload: every waiting caller gets its outcome.
+                let mut replies = vec![reply];
+                while let Ok(more) = reloads.try_recv() {
+                    replies.push(more);
+                }
                 let outcome = reload(&shared, &config.path);
-                if outcome.is_ok() {
+                let changed = !shared.config().same_as(&config);
+                if outcome.is_ok() && changed {
                     config = shared.config();
                     restore(&shared, &discovery);
                     // A target the reload added may have keys from an earlier run; what this
@@ -456,7 +462,9 @@ pub async fn run<N: Network>(
                     ticker = new_ticker(config.global.interval);
                     discover_before_sweep = true;
                 }
-                let _ = reply.send(outcome);
+                for reply in replies {
+                    let _ = reply.send(outcome.clone());
+                }
                 continue;
             }
             _ = ticker.tick() => {}
@@ -495,7 +503,10 @@ fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), ConfigError> {
         Ok(new) => {
             let new = Arc::new(new);
             shared.update(|state| {
-                *state = state.reconfigured(&new);
+                // An unchanged file keeps everything as it is: no refresh, no sweep.
+                if !new.same_as(&state.config) {
+                    *state = state.reconfigured(&new);
+                }
                 state.status.reload_ok = true;
             });
             tracing::info!(file = %path.display(), "configuration reloaded");

@@ -138,6 +138,14 @@ pub struct ServeArgs {
     /// :PORT for every interface.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = defaults::LISTEN_ADDRESS, value_parser = ListenAddress::parse)]
     pub listen_address: ListenAddress,
+    /// Serve POST /-/reload (as Prometheus' flag of that name). Off, it answers 403; SIGHUP
+    /// reloads either way.
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
+    /// HTTP connections served at once; more are closed at accept, so a flood of idle
+    /// connections cannot take the probes' file descriptors.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
 }
 
 /// Flags of `validate`.
@@ -450,16 +458,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
     );
     let shared = Shared::new(config);
     let (reload_tx, reload_rx) = mpsc::channel(4);
-    let router = crate::http::router(shared.subscribe(), reload_tx.clone());
+    let router = crate::http::router(shared.subscribe(), reload_tx.clone(), args.enable_lifecycle);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_http = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop_http.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let limits = crate::http::WebLimits {
+        max_connections: args.max_connections as usize,
+        ..crate::http::WebLimits::default()
+    };
+    let server = tokio::spawn(crate::http::serve(listener, router, limits, async move {
+        let _ = stop_http.wait_for(|stop| *stop).await;
+    }));
     tokio::spawn(forward_sighup(reload_tx));
     let mut stop_loop = stop_rx;
     let scheduler = tokio::spawn(app::run(Arc::clone(&shared), Arc::new(Os), reload_rx, async move {
@@ -471,11 +479,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     // The loop may be inside a DNS refresh bounded only by resolver timeouts: don't wait for it.
     scheduler.abort();
     match server.await {
-        Ok(Ok(())) => ExitCode::from(EXIT_OK),
-        Ok(Err(err)) => {
-            eprintln!("error: HTTP server: {err}");
-            ExitCode::from(EXIT_FINDINGS)
-        }
+        Ok(()) => ExitCode::from(EXIT_OK),
         Err(err) => {
             eprintln!("error: HTTP server task: {err}");
             ExitCode::from(EXIT_FINDINGS)
@@ -504,6 +508,8 @@ async fn demo(args: DemoArgs) -> ExitCode {
     let code = serve(ServeArgs {
         config_file: lab.config.clone(),
         listen_address: args.listen_address,
+        enable_lifecycle: false,
+        max_connections: 64,
     })
     .await;
     drop(lab);

@@ -293,12 +293,21 @@ impl Drop for Daemon {
 
 /// Starts `serve` on a free loopback port and waits until it is ready.
 fn serve(config: &Path) -> (Daemon, String) {
+    serve_with(config, &[])
+}
+
+/// `serve` with more flags.
+fn serve_with(config: &Path, flags: &[&str]) -> (Daemon, String) {
     let web = format!("127.0.0.1:{}", free_port());
-    (serve_at(config, &web, &web), web)
+    (serve_at_with(config, &web, &web, flags), web)
 }
 
 /// Starts `serve` listening on `listen` and waits until it is ready, asked at `reach`.
 fn serve_at(config: &Path, listen: &str, reach: &str) -> Daemon {
+    serve_at_with(config, listen, reach, &[])
+}
+
+fn serve_at_with(config: &Path, listen: &str, reach: &str, flags: &[&str]) -> Daemon {
     let child = Command::new(BIN)
         .args([
             "serve",
@@ -307,6 +316,7 @@ fn serve_at(config: &Path, listen: &str, reach: &str) -> Daemon {
             "--web.listen-address",
             listen,
         ])
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -335,7 +345,7 @@ fn reload_drops_departed_addresses_and_refuses_a_bad_file() {
     ssh_peer("127.0.0.1", port);
     let config = dir.join("config.yml");
     write_config(&config, port, &["127.0.0.1", "127.0.0.2"]); // nothing listens on .2: refused
-    let (_daemon, web) = serve(&config);
+    let (_daemon, web) = serve_with(&config, &["--web.enable-lifecycle"]);
     let metrics = wait_for(&web, "/metrics", Duration::from_secs(5), |b| {
         b.contains("ip=\"127.0.0.2\"")
     });
@@ -964,4 +974,139 @@ fn flags_that_cannot_apply_with_a_configuration_file_are_refused() {
         assert_eq!(out.status.code(), Some(2), "{flag:?} was silently ignored: {stderr}");
         assert!(stderr.contains("cannot be used with"), "{flag:?}: {stderr}");
     }
+}
+
+// ---------------------------------------------------------------- the HTTP listener, as a hostile client
+
+/// A fake SSH server on 127.0.0.1 that counts the connections it gets.
+fn counting_ssh_peer(port: u16) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&count);
+    peer(&format!("127.0.0.1:{port}"), move |mut s, _| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let _ = s.write_all(&greeting(b"SSH-2.0-OpenSSH_9.2p1\r\n"));
+        let _ = read_line(&mut s);
+    });
+    count
+}
+
+fn slow_config(path: &Path, port: u16, statics: &[&str]) {
+    let list: Vec<String> = statics.iter().map(|s| format!("\"{s}\"")).collect();
+    std::fs::write(
+        path,
+        format!(
+            "global:\n  interval: 1h\n  timeout: 500ms\n  attempts: 1\ntargets:\n  - name: loop\n    port: {port}\n    static: [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+}
+
+/// Posts `/-/reload` `n` times at once; every status.
+fn reload_burst(web: &str, n: usize) -> Vec<u16> {
+    let posts: Vec<_> = (0..n)
+        .map(|_| {
+            let web = web.to_string();
+            thread::spawn(move || http(&web, "POST", "/-/reload").0)
+        })
+        .collect();
+    posts.into_iter().map(|p| p.join().unwrap()).collect()
+}
+
+#[test]
+fn reload_needs_the_lifecycle_flag_and_a_burst_costs_one_sweep() {
+    let dir = tempdir("lifecycle");
+    let port = free_port();
+    let connections = counting_ssh_peer(port);
+    let config = dir.join("c.yml");
+    slow_config(&config, port, &["127.0.0.1"]);
+
+    let (plain, web) = serve(&config);
+    let (status, body) = http(&web, "POST", "/-/reload");
+    assert_eq!((status, body.as_str()), (403, "Lifecycle API is not enabled.\n"));
+    drop(plain);
+
+    let (_daemon, web) = serve_with(&config, &["--web.enable-lifecycle"]);
+    let settled = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while connections.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        // Long enough for a second sweep to show, were one started.
+        thread::sleep(Duration::from_millis(1500));
+        connections.load(Ordering::SeqCst)
+    };
+    let before = settled(2); // one sweep by each daemon
+    assert!(reload_burst(&web, 40).iter().all(|&s| s == 200));
+    assert_eq!(settled(before), before, "reloading an unchanged file probes nothing");
+
+    slow_config(&config, port, &["127.0.0.1", "127.0.0.2"]);
+    assert!(reload_burst(&web, 40).iter().all(|&s| s == 200));
+    assert_eq!(
+        settled(before + 1),
+        before + 1,
+        "a burst of reloads of a changed file sweeps once"
+    );
+    let metrics = wait_for(&web, "/metrics", Duration::from_secs(5), |b| b.contains("127.0.0.2"));
+    assert!(metrics.contains("whitelist_audit_config_last_reload_successful 1"));
+}
+
+#[test]
+fn idle_connections_beyond_the_bound_are_refused_and_closed_in_time() {
+    let dir = tempdir("idle");
+    let config = dir.join("c.yml");
+    slow_config(&config, free_port(), &["127.0.0.1"]);
+    let (_daemon, web) = serve_with(&config, &["--web.max-connections", "4"]);
+    // Four idle connections take every slot...
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&web).unwrap()).collect();
+    thread::sleep(Duration::from_millis(300));
+    // ...so the fifth is closed at once instead of waiting in a queue.
+    let mut fifth = TcpStream::connect(&web).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = write!(fifth, "GET /metrics HTTP/1.0\r\n\r\n");
+    let mut answer = Vec::new();
+    let started = Instant::now();
+    let _ = fifth.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The idle ones are closed after the 10 s header timeout, and scrapes get through again.
+    for mut stream in idle {
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    }
+    assert!(started.elapsed() < Duration::from_secs(13), "{:?}", started.elapsed());
+    let (status, _) = http(&web, "GET", "/metrics");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn oversized_request_heads_and_bodies_are_refused() {
+    let dir = tempdir("oversized");
+    let config = dir.join("c.yml");
+    slow_config(&config, free_port(), &["127.0.0.1"]);
+    let (_daemon, web) = serve_with(&config, &["--web.enable-lifecycle"]);
+    let status_of = |request: &[u8]| {
+        let mut stream = TcpStream::connect(&web).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = stream.write_all(request);
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0)
+    };
+    let huge_header = format!(
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nX-Junk: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert_eq!(status_of(huge_header.as_bytes()), 431);
+    let body = "x".repeat(10_000);
+    let big_body = format!(
+        "POST /-/reload HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(status_of(big_body.as_bytes()), 413);
 }

@@ -192,6 +192,17 @@ pub struct Config {
     pub coverage: Vec<PrefixIndex>,
 }
 
+impl Config {
+    /// Whether `other` says the same: what a reload compares (the coverage index follows from
+    /// the whitelist).
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.path == other.path
+            && self.global == other.global
+            && self.targets == other.targets
+            && self.whitelist == other.whitelist
+    }
+}
+
 /// Reads and validates a configuration file and every whitelist file it names, and warns of each
 /// broad whitelist entry.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
