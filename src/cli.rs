@@ -146,6 +146,11 @@ pub struct ServeArgs {
     /// connections cannot take the probes' file descriptors.
     #[arg(long = "web.max-connections", value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
+    /// TLS and basic authentication for every endpoint, in the exporter-toolkit format that
+    /// Prometheus' own exporters read (TLS server settings, users with bcrypt hashes, response
+    /// headers); reloaded with the configuration.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// Flags of `validate`.
@@ -443,6 +448,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(config) => Arc::new(config),
         Err(err) => return bad_input(&err),
     };
+    let security = match load_security(args.web_config_file.as_deref()) {
+        Ok(security) => Arc::new(std::sync::RwLock::new(Arc::new(security))),
+        Err(err) => return bad_input(&err),
+    };
     let listener = match args.listen_address.bind().await {
         Ok(listener) => listener,
         Err(err) => {
@@ -457,15 +466,27 @@ async fn serve(args: ServeArgs) -> ExitCode {
         "whitelist-audit started"
     );
     let shared = Shared::new(config);
-    let (reload_tx, reload_rx) = mpsc::channel(4);
-    let router = crate::http::router(shared.subscribe(), reload_tx.clone(), args.enable_lifecycle);
+    let (app_reloads, reload_rx) = mpsc::channel(4);
+    let (reload_tx, requests) = mpsc::channel(4);
+    tokio::spawn(reload_web_then_app(
+        requests,
+        app_reloads,
+        args.web_config_file.clone(),
+        Arc::clone(&security),
+    ));
+    let router = crate::http::router(
+        shared.subscribe(),
+        reload_tx.clone(),
+        args.enable_lifecycle,
+        Arc::clone(&security),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_http = stop_rx.clone();
     let limits = crate::http::WebLimits {
         max_connections: args.max_connections as usize,
         ..crate::http::WebLimits::default()
     };
-    let server = tokio::spawn(crate::http::serve(listener, router, limits, async move {
+    let server = tokio::spawn(crate::http::serve(listener, router, limits, security, async move {
         let _ = stop_http.wait_for(|stop| *stop).await;
     }));
     tokio::spawn(forward_sighup(reload_tx));
@@ -510,10 +531,54 @@ async fn demo(args: DemoArgs) -> ExitCode {
         listen_address: args.listen_address,
         enable_lifecycle: false,
         max_connections: 64,
+        web_config_file: None,
     })
     .await;
     drop(lab);
     code
+}
+
+/// What `--web.config.file` asks for; without one, plain HTTP open to all.
+fn load_security(path: Option<&Path>) -> Result<crate::http::Security, ConfigError> {
+    match path {
+        None => Ok(crate::http::Security::open()),
+        Some(path) => crate::http::Security::build(&config::web::load_web(path)?),
+    }
+}
+
+/// Every reload (SIGHUP, `POST /-/reload`) reads the web configuration again, then the
+/// configuration; a bad web file keeps the running one and is the reload's error.
+async fn reload_web_then_app(
+    mut requests: mpsc::Receiver<app::ReloadRequest>,
+    app_reloads: mpsc::Sender<app::ReloadRequest>,
+    web_config_file: Option<PathBuf>,
+    security: crate::http::SharedSecurity,
+) {
+    while let Some(reply) = requests.recv().await {
+        // A burst is one reload: every waiting caller gets its outcome.
+        let mut replies = vec![reply];
+        while let Ok(more) = requests.try_recv() {
+            replies.push(more);
+        }
+        let web = match load_security(web_config_file.as_deref()) {
+            Ok(next) => {
+                *security.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(error = %err.summary(), "web configuration reload failed; keeping the running one");
+                Err(err)
+            }
+        };
+        let (app_reply, app_outcome) = tokio::sync::oneshot::channel();
+        if app_reloads.send(app_reply).await.is_err() {
+            return;
+        }
+        let outcome = web.and(app_outcome.await.unwrap_or(Ok(())));
+        for reply in replies {
+            let _ = reply.send(outcome.clone());
+        }
+    }
 }
 
 async fn forward_sighup(reloads: mpsc::Sender<app::ReloadRequest>) {

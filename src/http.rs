@@ -7,8 +7,9 @@
 //! heads and bodies are capped. File descriptors are then shared predictably: the probes'
 //! `global.concurrency`, plus the listener's `max_connections`, plus a few.
 
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::config::ConfigError;
+use crate::config::web::{ClientAuth, TlsSettings, TlsVersion, WebConfig};
 use crate::core::state::Snapshot;
 
 /// A request to reload the configuration, with a channel for the outcome.
@@ -34,6 +36,197 @@ struct Web {
     registry: Arc<Registry>,
     reloads: mpsc::Sender<ReloadRequest>,
     lifecycle: bool,
+    security: SharedSecurity,
+}
+
+/// What `--web.config.file` asks of every connection and request: TLS, users, headers. Built
+/// whole and swapped whole on reload, so no request sees half of an old file and half of a new.
+pub struct Security {
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// User name to bcrypt hash.
+    users: BTreeMap<String, String>,
+    headers: Vec<(header::HeaderName, header::HeaderValue)>,
+    /// Digests of (user, password, hash) that verified: bcrypt costs tens of milliseconds on
+    /// purpose, and Prometheus sends the same credentials every scrape.
+    verified: Mutex<HashSet<[u8; 32]>>,
+}
+
+/// The security in force, replaced on reload.
+pub type SharedSecurity = Arc<RwLock<Arc<Security>>>;
+
+/// bcrypt checks at once: a flood of wrong passwords costs at most this many cores.
+static BCRYPT_SLOTS: Semaphore = Semaphore::const_new(2);
+
+/// Verified credentials remembered, at most; the set starts over beyond it.
+const MAX_VERIFIED: usize = 1024;
+
+impl Security {
+    /// No TLS, no users: what serves without `--web.config.file`.
+    pub fn open() -> Self {
+        Self {
+            acceptor: None,
+            users: BTreeMap::new(),
+            headers: Vec::new(),
+            verified: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Builds the TLS acceptor and the checks `web` describes; `file` names it in errors.
+    pub fn build(web: &WebConfig) -> Result<Self, ConfigError> {
+        let file = web.path.clone().unwrap_or_default();
+        let acceptor = web
+            .tls
+            .as_ref()
+            .map(|tls| tls_acceptor(tls).map_err(|(key, why)| ConfigError::new(&file, Some(key.into()), why)))
+            .transpose()?;
+        let headers = web
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    header::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    header::HeaderValue::from_str(value).ok()?,
+                ))
+            })
+            .collect();
+        Ok(Self {
+            acceptor,
+            users: web.basic_auth_users.clone(),
+            headers,
+            verified: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Whether `user` with `password` may in.
+    async fn admits(&self, user: &str, password: &str) -> bool {
+        use sha2::Digest as _;
+        // An unknown user costs a bcrypt too, so timing does not tell which users exist.
+        const DECOY: &str = "$2y$10$9BmGJ2CcLNWK/MKjbS5xQ.Sv1DqiGMYcW7LlA4Y2LhRrQ0hjcPZxe";
+        let (hash, known) = match self.users.get(user) {
+            Some(hash) => (hash.clone(), true),
+            None => (DECOY.to_string(), false),
+        };
+        let digest: [u8; 32] = sha2::Sha256::new()
+            .chain_update(user.as_bytes())
+            .chain_update([0])
+            .chain_update(password.as_bytes())
+            .chain_update([0])
+            .chain_update(hash.as_bytes())
+            .finalize()
+            .into();
+        if known
+            && self
+                .verified
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&digest)
+        {
+            return true;
+        }
+        let Ok(_slot) = BCRYPT_SLOTS.acquire().await else {
+            return false;
+        };
+        let password = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if ok && known {
+            let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+            verified.insert(digest);
+        }
+        ok && known
+    }
+}
+
+/// The rustls server configuration of `tls`; an error names the key at fault.
+fn tls_acceptor(tls: &TlsSettings) -> Result<tokio_rustls::TlsAcceptor, (&'static str, String)> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !tls.cipher_suites.is_empty() {
+        provider.cipher_suites.retain(|suite| match suite {
+            rustls::SupportedCipherSuite::Tls13(_) => true,
+            rustls::SupportedCipherSuite::Tls12(_) => tls.cipher_suites.contains(&format!("{:?}", suite.suite())),
+        });
+    }
+    if !tls.curve_preferences.is_empty() {
+        let wanted: Vec<rustls::NamedGroup> = tls
+            .curve_preferences
+            .iter()
+            .map(|curve| match curve.as_str() {
+                "X25519" => rustls::NamedGroup::X25519,
+                "CurveP256" => rustls::NamedGroup::secp256r1,
+                _ => rustls::NamedGroup::secp384r1,
+            })
+            .collect();
+        let groups = std::mem::take(&mut provider.kx_groups);
+        provider.kx_groups = wanted
+            .iter()
+            .filter_map(|name| groups.iter().find(|g| g.name() == *name).copied())
+            .collect();
+    }
+    let provider = Arc::new(provider);
+    let versions: &[&rustls::SupportedProtocolVersion] = match (tls.min_version, tls.max_version) {
+        (TlsVersion::Tls12, TlsVersion::Tls12) => &[&rustls::version::TLS12],
+        (TlsVersion::Tls13, _) => &[&rustls::version::TLS13],
+        _ => &[&rustls::version::TLS12, &rustls::version::TLS13],
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions)
+        .map_err(|e| ("tls_server_config", e.to_string()))?;
+    let builder = match (tls.client_auth, &tls.client_ca_pem) {
+        (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
+        (auth, Some(pem)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| {
+                    (
+                        "tls_server_config.client_ca_file",
+                        format!("not a PEM certificate: {e}"),
+                    )
+                })?;
+                roots.add(cert).map_err(|e| {
+                    (
+                        "tls_server_config.client_ca_file",
+                        format!("a certificate rustls refuses: {e}"),
+                    )
+                })?;
+            }
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if auth == ClientAuth::VerifyIfGiven {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| ("tls_server_config.client_ca_file", e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let certs = CertificateDer::pem_slice_iter(&tls.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            (
+                "tls_server_config.cert_file",
+                format!("not a PEM certificate chain: {e}"),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(("tls_server_config.cert_file", "no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem)
+        .map_err(|e| ("tls_server_config.key_file", format!("not a PEM private key: {e}")))?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        (
+            "tls_server_config.key_file",
+            format!("does not fit the certificate: {e}"),
+        )
+    })?;
+    config.ignore_client_order = tls.prefer_server_cipher_suites;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The bounds of the HTTP listener.
@@ -65,8 +258,16 @@ pub fn router(
     snapshots: watch::Receiver<Arc<Snapshot>>,
     reloads: mpsc::Sender<ReloadRequest>,
     lifecycle: bool,
+    security: SharedSecurity,
 ) -> Router {
     let registry = crate::metrics::registry(snapshots.clone());
+    let web = Web {
+        snapshots,
+        registry: Arc::new(registry),
+        reloads,
+        lifecycle,
+        security,
+    };
     Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
@@ -75,12 +276,66 @@ pub fn router(
         .route("/-/reload", post(reload))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Web {
-            snapshots,
-            registry: Arc::new(registry),
-            reloads,
-            lifecycle,
-        })
+        .layer(axum::middleware::from_fn_with_state(web.clone(), authorize))
+        .with_state(web)
+}
+
+/// Basic authentication on every endpoint but `/-/healthy` (for orchestrators' probes; it tells
+/// nothing), and the configured headers on every answer.
+async fn authorize(State(web): State<Web>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let security = Arc::clone(&web.security.read().unwrap_or_else(PoisonError::into_inner));
+    let open = security.users.is_empty() || request.uri().path() == "/-/healthy";
+    let mut response = if open {
+        next.run(request).await
+    } else {
+        let admitted = match basic_credentials(request.headers()) {
+            Some((user, password)) => security.admits(&user, &password).await,
+            None => false,
+        };
+        if admitted {
+            next.run(request).await
+        } else {
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"whitelist-audit\"")],
+                "Unauthorized.\n",
+            )
+                .into_response()
+        }
+    };
+    for (name, value) in &security.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+/// The user and password of an `Authorization: Basic` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64ct::Encoding as _;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64ct::Base64::decode_vec(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS.
+async fn serve_connection<I>(io: I, service: TowerToHyperService<Router>, limits: WebLimits)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(%error, "HTTP connection ended");
+    }
 }
 
 /// No endpoint takes a body: one announced larger than a few KiB is refused before a handler
@@ -98,7 +353,13 @@ async fn refuse_large_bodies(request: axum::extract::Request, next: axum::middle
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, limits: WebLimits, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: WebLimits,
+    security: SharedSecurity,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = tokio::task::JoinSet::new();
@@ -128,14 +389,17 @@ pub async fn serve(listener: TcpListener, router: Router, limits: WebLimits, shu
             continue;
         };
         let service = TowerToHyperService::new(router.clone());
+        let acceptor = security.read().unwrap_or_else(PoisonError::into_inner).acceptor.clone();
         connections.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(MAX_HEAD_BYTES);
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%error, "HTTP connection ended");
+            match acceptor {
+                None => serve_connection(stream, service, limits).await,
+                // The handshake is bounded like a request head: a client that stalls in it, or
+                // speaks plain HTTP to the TLS port, is dropped.
+                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_connection(tls, service, limits).await,
+                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
             }
             drop(slot);
         });

@@ -6,6 +6,7 @@ pub mod defaults;
 pub mod published;
 pub mod raw;
 pub mod ssh;
+pub mod web;
 pub mod whitelist;
 
 use std::collections::{BTreeSet, HashMap};
@@ -42,7 +43,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(file: &Path, key: Option<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &Path, key: Option<String>, message: impl Into<String>) -> Self {
         Self {
             file: file.to_path_buf(),
             position: None,
