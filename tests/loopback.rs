@@ -1110,3 +1110,34 @@ fn oversized_request_heads_and_bodies_are_refused() {
     );
     assert_eq!(status_of(big_body.as_bytes()), 413);
 }
+
+#[test]
+fn a_flood_of_idle_connections_neither_stops_scrapes_for_long_nor_touches_the_probes() {
+    let dir = tempdir("flood");
+    let port = free_port();
+    ssh_peer("127.0.0.1", port);
+    let config = dir.join("c.yml");
+    write_config(&config, port, &["127.0.0.1"]); // probed every second
+    let (_daemon, web) = serve(&config);
+    wait_for(&web, "/metrics", Duration::from_secs(5), |b| {
+        b.contains("whitelist_audit_ip_up{")
+    });
+    // 600 connections that never send a byte: far more than the listener serves at once.
+    let flood: Vec<TcpStream> = (0..600).filter_map(|_| TcpStream::connect(&web).ok()).collect();
+    assert!(flood.len() >= 500, "{} connections opened", flood.len());
+    // Probes go on meanwhile: the flood costs the listener at most --web.max-connections descriptors.
+    thread::sleep(Duration::from_secs(3));
+    // Within the 10 s header timeout the idle ones are closed, and a scrape gets through.
+    let metrics = wait_for(&web, "/metrics", Duration::from_secs(15), |_| true);
+    assert!(
+        metrics.contains(&format!(
+            "whitelist_audit_ip_state{{target=\"loop\",ip=\"127.0.0.1\",port=\"{port}\",state=\"open\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("whitelist_audit_probe_errors_total{target=\"loop\",reason=\"fd_exhausted\"} 0"),
+        "{metrics}"
+    );
+    drop(flood);
+}
