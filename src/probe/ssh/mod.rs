@@ -19,7 +19,7 @@ use crate::config::defaults;
 use crate::core::outcome::{Attempt, Evidence, ProbeState};
 pub use crate::core::ssh::Identification;
 use crate::core::ssh::{HostKey, ServerAlgorithms, SshEvidence};
-use wire::Message;
+use wire::{Message, printable};
 
 /// Messages a server may send before its KEXINIT (IGNORE, DEBUG) that we skip; more is not SSH.
 const MAX_NOISE: usize = 16;
@@ -305,19 +305,6 @@ pub fn first_line(received: &[u8]) -> String {
     let line = received.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     printable(&line[..line.len().min(80)])
-}
-
-fn printable(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '.'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -263,7 +263,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn printable(bytes: &[u8]) -> String {
+/// Bytes a peer sent, as text safe to show: anything but printable ASCII becomes a dot.
+pub(crate) fn printable(bytes: &[u8]) -> String {
     bytes
         .iter()
         .map(|&b| {
