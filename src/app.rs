@@ -444,14 +444,10 @@ pub async fn run<N: Network>(
                 return;
             }
             Some(reply) = reloads.recv() => {
-                // A burst of requests costs one reload: every waiting caller gets its outcome.
-                let mut replies = vec![reply];
-                while let Ok(more) = reloads.try_recv() {
-                    replies.push(more);
-                }
                 let outcome = reload(&shared, &config.path);
-                let changed = !shared.config().same_as(&config);
-                if outcome.is_ok() && changed {
+                // `reload` swaps the configuration only when the file says something new.
+                let changed = !Arc::ptr_eq(&shared.config(), &config);
+                if changed {
                     config = shared.config();
                     restore(&shared, &discovery);
                     // A target the reload added may have keys from an earlier run; what this
@@ -462,9 +458,7 @@ pub async fn run<N: Network>(
                     ticker = new_ticker(config.global.interval);
                     discover_before_sweep = true;
                 }
-                for reply in replies {
-                    let _ = reply.send(outcome.clone());
-                }
+                let _ = reply.send(outcome);
                 continue;
             }
             _ = ticker.tick() => {}

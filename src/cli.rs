@@ -555,7 +555,8 @@ async fn reload_web_then_app(
     security: crate::http::SharedSecurity,
 ) {
     while let Some(reply) = requests.recv().await {
-        // A burst is one reload: every waiting caller gets its outcome.
+        // A burst is one reload: every waiting caller gets its outcome. Requests queue here, not
+        // in the scheduler, which hears of them one at a time.
         let mut replies = vec![reply];
         while let Ok(more) = requests.try_recv() {
             replies.push(more);

@@ -279,10 +279,7 @@ fn ssh_lines(report: &Report, out: &mut String) {
                 out.push('\n');
             }
             if ssh.host_key.is_none() && ssh.has(SshProblem::HostKeyMismatch) {
-                let why = address
-                    .probe
-                    .as_ref()
-                    .and_then(|p| p.evidence_as::<SshEvidence>())
+                let why = ssh_evidence(address)
                     .and_then(|e| e.host_key_note.clone())
                     .unwrap_or_default();
                 let _ = writeln!(
@@ -303,12 +300,14 @@ fn ssh_lines(report: &Report, out: &mut String) {
     }
 }
 
+/// What the address's last SSH probe learned.
+fn ssh_evidence(address: &AddressReport) -> Option<&SshEvidence> {
+    address.probe.as_ref()?.evidence_as::<SshEvidence>()
+}
+
 /// The host key algorithms the address offers besides the one its key was asked for with.
 fn other_key_algorithms(address: &AddressReport, asked: &str) -> Vec<String> {
-    address
-        .probe
-        .as_ref()
-        .and_then(|p| p.evidence_as::<SshEvidence>())
+    ssh_evidence(address)
         .and_then(|e| e.algorithms.as_deref())
         .map(|a| a.host_key.iter().filter(|n| n.as_str() != asked).cloned().collect())
         .unwrap_or_default()

@@ -327,11 +327,16 @@ fn serve_at_with(config: &Path, listen: &str, reach: &str, flags: &[&str]) -> Da
 }
 
 fn write_config(path: &Path, port: u16, statics: &[&str]) {
+    write_config_every(path, "1s", port, statics);
+}
+
+/// A configuration probing `statics` on `port` once per `interval`.
+fn write_config_every(path: &Path, interval: &str, port: u16, statics: &[&str]) {
     let list: Vec<String> = statics.iter().map(|s| format!("\"{s}\"")).collect();
     std::fs::write(
         path,
         format!(
-            "global:\n  interval: 1s\n  timeout: 500ms\n  attempts: 1\ntargets:\n  - name: loop\n    port: {port}\n    static: [{}]\n",
+            "global:\n  interval: {interval}\n  timeout: 500ms\n  attempts: 1\ntargets:\n  - name: loop\n    port: {port}\n    static: [{}]\n",
             list.join(", ")
         ),
     )
@@ -990,16 +995,9 @@ fn counting_ssh_peer(port: u16) -> Arc<AtomicUsize> {
     count
 }
 
+/// Probed once an hour: after the first sweep, a probe is what a reload caused.
 fn slow_config(path: &Path, port: u16, statics: &[&str]) {
-    let list: Vec<String> = statics.iter().map(|s| format!("\"{s}\"")).collect();
-    std::fs::write(
-        path,
-        format!(
-            "global:\n  interval: 1h\n  timeout: 500ms\n  attempts: 1\ntargets:\n  - name: loop\n    port: {port}\n    static: [{}]\n",
-            list.join(", ")
-        ),
-    )
-    .unwrap();
+    write_config_every(path, "1h", port, statics);
 }
 
 /// Posts `/-/reload` `n` times at once; every status.

@@ -121,6 +121,18 @@ fn hash(password: &str) -> String {
     bcrypt::hash(password, 4).unwrap()
 }
 
+/// `web.yml`: TLS with the test's server certificate, user `prometheus` with `password`, then `more`.
+fn write_web(dir: &Path, password: &str, more: &str) {
+    std::fs::write(
+        dir.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\nbasic_auth_users:\n  prometheus: \"{}\"\n{more}",
+            hash(password)
+        ),
+    )
+    .unwrap();
+}
+
 struct Daemon(Child);
 
 impl Drop for Daemon {
@@ -191,14 +203,11 @@ fn tls_and_basic_auth_guard_every_endpoint_but_health() {
     let dir = tempdir("auth");
     certificates(&dir);
     audit_config(&dir);
-    std::fs::write(
-        dir.join("web.yml"),
-        format!(
-            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\nbasic_auth_users:\n  prometheus: \"{}\"\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n",
-            hash("s3cret")
-        ),
-    )
-    .unwrap();
+    write_web(
+        &dir,
+        "s3cret",
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+    );
     let port = free_port();
     let _daemon = serve(&dir, port);
     let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
@@ -235,14 +244,7 @@ fn tls_and_basic_auth_guard_every_endpoint_but_health() {
     assert_eq!(curl(&dir, &url("/metrics"), &["-u", "prometheus:s3cret"]).0, 200);
 
     // A reload takes a new password; the old one stops working.
-    std::fs::write(
-        dir.join("web.yml"),
-        format!(
-            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\nbasic_auth_users:\n  prometheus: \"{}\"\n",
-            hash("n3w")
-        ),
-    )
-    .unwrap();
+    write_web(&dir, "n3w", "");
     assert_eq!(
         curl(&dir, &url("/-/reload"), &["-X", "POST", "-u", "prometheus:s3cret"]).0,
         200
@@ -408,14 +410,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_a_wrong_password_is_a_401() {
     let dir = tempdir("prometheus");
     certificates(&dir);
     audit_config(&dir);
-    std::fs::write(
-        dir.join("web.yml"),
-        format!(
-            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\nbasic_auth_users:\n  prometheus: \"{}\"\n",
-            hash("s3cret")
-        ),
-    )
-    .unwrap();
+    write_web(&dir, "s3cret", "");
     let port = free_port();
     let _daemon = serve(&dir, port);
     let prometheus_port = free_port();
