@@ -76,6 +76,7 @@ fn bench(c: &mut Criterion) {
     let (probe_errors, bogus) = (BTreeMap::new(), BTreeMap::new());
     // Every published prefix is above the probe cap: audited against the whitelist, not probed.
     let ssh = BTreeMap::new();
+    let sessions = BTreeMap::new();
     let input = || TargetInput {
         published: &addresses,
         prefixes: &published,
@@ -86,6 +87,7 @@ fn bench(c: &mut Criterion) {
         probe_errors: &probe_errors,
         bogus: &bogus,
         ssh: &ssh,
+        sessions: &sessions,
     };
     let mut group = c.benchmark_group("audit");
     group.sample_size(10);

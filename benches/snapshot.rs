@@ -33,7 +33,7 @@ fn config() -> Arc<Config> {
 
 fn result(n: u32) -> ProbeResult {
     // One address in twenty refused, as a partly broken pool would be.
-    let state = if n % 20 == 0 {
+    let state = if n.is_multiple_of(20) {
         ProbeState::Refused
     } else {
         ProbeState::Open

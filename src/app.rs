@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -20,10 +20,12 @@ use crate::config::{self, Config, ConfigError};
 use serde::{Deserialize, Serialize};
 
 use crate::core::outcome::ProbeState;
+use crate::core::session::{LoginResult, SessionState};
 use crate::core::ssh::KnownKey;
 use crate::core::state::{Change, Snapshot, State, SweepStatus, TargetId};
 use crate::discovery::Discovery;
 use crate::prefix::prefix_label;
+use crate::probe::ssh::session::{self, SessionTarget};
 use crate::probe::{self, Network, ProbeSpec};
 use crate::state_file;
 
@@ -44,6 +46,8 @@ pub struct Shared {
     dirty: Notify,
     /// (target, port, ip) of probes running now: a slow probe is never started twice.
     in_flight: Mutex<HashSet<(String, u16, IpAddr)>>,
+    /// The same for session checks (an idle hold lasts minutes).
+    sessions_in_flight: Mutex<HashSet<(String, u16, IpAddr)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -62,6 +66,7 @@ impl Shared {
             publishing: Mutex::new(()),
             dirty: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
+            sessions_in_flight: Mutex::new(HashSet::new()),
         })
     }
 
@@ -118,6 +123,9 @@ pub struct Limits {
     config: Arc<Config>,
     global: Arc<Semaphore>,
     per_target: Vec<Arc<Semaphore>>,
+    /// Idle holds in flight per target (`ssh.idle_concurrency`): a hold takes minutes, so it
+    /// never holds a probe's slot.
+    idle: Vec<Arc<Semaphore>>,
 }
 
 impl Limits {
@@ -130,6 +138,11 @@ impl Limits {
                 .targets
                 .iter()
                 .map(|_| Arc::new(Semaphore::new(config.global.per_target_concurrency)))
+                .collect(),
+            idle: config
+                .targets
+                .iter()
+                .map(|t| Arc::new(Semaphore::new(t.ssh.session.idle.map_or(1, |idle| idle.concurrency))))
                 .collect(),
         }
     }
@@ -353,6 +366,83 @@ fn interleave(state: &State) -> Vec<(TargetId, IpAddr)> {
     }
 }
 
+/// How often the daemon looks for session checks that are due: they run on their own intervals
+/// (`ssh.idle_interval`, `ssh.login_interval`), on addresses the sweeps found open.
+pub const SESSION_TICK: Duration = Duration::from_secs(10);
+
+/// User name of an idle hold made without credentials (the `none` request names one).
+const ANONYMOUS_USER: &str = "whitelist-audit";
+
+/// Starts every session check that is due, each in `tasks`. A login holds a probe's slots while
+/// it runs; an idle hold holds one of its target's idle slots instead.
+pub fn start_sessions<N: Network>(shared: &Arc<Shared>, network: &Arc<N>, limits: &Limits, tasks: &mut JoinSet<()>) {
+    let (config, jobs) = shared.update(|state| (Arc::clone(&state.config), state.take_due_sessions(SystemTime::now())));
+    let limits = if Arc::ptr_eq(&limits.config, &config) {
+        limits.clone()
+    } else {
+        Limits::new(&config)
+    };
+    for job in jobs {
+        let target = &config.targets[job.target.0];
+        let key = (target.name.clone(), target.port, job.ip);
+        if !lock(&shared.sessions_in_flight).insert(key.clone()) {
+            continue;
+        }
+        let session_target = SessionTarget {
+            address: SocketAddr::new(job.ip, target.port),
+            expected_keys: job.expected_keys.clone(),
+            timeout: config.global.timeout,
+        };
+        let policy = target.ssh.session.clone();
+        let (shared, network) = (Arc::clone(shared), Arc::clone(network));
+        let target_slots = Arc::clone(&limits.per_target[job.target.0]);
+        let global_slots = Arc::clone(&limits.global);
+        let idle_slots = Arc::clone(&limits.idle[job.target.0]);
+        tasks.spawn(async move {
+            let mut logged_in = job.logged_in_before;
+            if let (true, Some(login)) = (job.due.login, &policy.login) {
+                let result = {
+                    let _target = target_slots.acquire().await.expect("target semaphore closed");
+                    let _global = global_slots.acquire().await.expect("global semaphore closed");
+                    session::login(network.as_ref(), &session_target, login).await
+                };
+                logged_in = result.state == SessionState::LoginOk;
+                log_login(&key, &result);
+                shared.update(|state| {
+                    // Found again by name and port: a reload may have renumbered the targets.
+                    if let Some(id) = state.target_id(&key.0, key.1) {
+                        state.record_login(id, job.ip, result);
+                    }
+                });
+            }
+            if let (true, Some(idle)) = (job.due.idle, policy.idle) {
+                let _slot = idle_slots.acquire().await.expect("idle semaphore closed");
+                let login = policy.login.as_ref().filter(|_| logged_in);
+                let user = policy.login.as_ref().map_or(ANONYMOUS_USER, |l| l.username.as_str());
+                let result = session::idle_hold(network.as_ref(), &session_target, idle.hold, login, user).await;
+                if result.state == SessionState::IdleKilled {
+                    tracing::warn!(target = %key.0, ip = %job.ip, detail = %result.detail, "idle session killed on the path");
+                }
+                shared.update(|state| {
+                    if let Some(id) = state.target_id(&key.0, key.1) {
+                        state.record_idle(id, job.ip, result);
+                    }
+                });
+            }
+            lock(&shared.sessions_in_flight).remove(&key);
+        });
+    }
+}
+
+fn log_login(key: &(String, u16, IpAddr), result: &LoginResult) {
+    // The detail names the user and where the secret was read, never the secret.
+    if result.state.is_problem() {
+        tracing::warn!(target = %key.0, ip = %key.2, state = result.state.as_label(), detail = %result.detail, "SSH login check failed");
+    } else {
+        tracing::debug!(target = %key.0, ip = %key.2, state = result.state.as_label(), "SSH login check");
+    }
+}
+
 /// How far `check` has come, for a person waiting at a terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -405,7 +495,14 @@ pub async fn check_once<N: Network>(
     restore(&shared, &discovery);
     refresh(&shared, &discovery, false).await;
     discovering.store(false, std::sync::atomic::Ordering::Relaxed);
-    sweep(Arc::clone(&shared), network, Limits::new(&config), None, true).await;
+    let limits = Limits::new(&config);
+    sweep(Arc::clone(&shared), Arc::clone(&network), limits.clone(), None, true).await;
+    let mut sessions = JoinSet::new();
+    start_sessions(&shared, &network, &limits, &mut sessions);
+    if !sessions.is_empty() {
+        while sessions.join_next().await.is_some() {}
+        shared.publish();
+    }
     if let Some(ticker) = ticker {
         ticker.abort();
     }
@@ -428,6 +525,8 @@ pub async fn run<N: Network>(
     let mut limits = Limits::new(&config);
     let mut ticker = new_ticker(config.global.interval);
     let mut first = true;
+    let mut session_ticker = new_ticker(SESSION_TICK);
+    let mut sessions = JoinSet::new();
     // Discovery runs before the sweep on the first tick and after a reload, so new targets start
     // with addresses; otherwise in the background, so a resolver or vendor site that times out
     // never delays the probes of the addresses already known.
@@ -459,6 +558,11 @@ pub async fn run<N: Network>(
                     discover_before_sweep = true;
                 }
                 let _ = reply.send(outcome);
+                continue;
+            }
+            _ = session_ticker.tick() => {
+                while sessions.try_join_next().is_some() {}
+                start_sessions(&shared, &network, &limits, &mut sessions);
                 continue;
             }
             _ = ticker.tick() => {}

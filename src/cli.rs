@@ -40,6 +40,13 @@ pub const EXIT_BAD_INPUT: u8 = 2;
   whitelist-audit validate --config.file config.yml
   whitelist-audit serve --config.file config.yml                    metrics on :10022/metrics
 
+SSH session checks (off by default; keys ssh.idle_hold, ssh.auth, ssh.sftp in the configuration):
+  an idle hold keeps one session per address silent, then asks for an answer: idle_killed when a
+  firewall or NAT on the path forgot the flow. Without ssh.auth the session waits before
+  authentication, and the server ends that itself after its LoginGraceTime (OpenSSH: 120s), so such
+  a hold is meaningful only below it (longer: server_closed, not a path verdict); with ssh.auth the
+  hold is made logged in. Secrets come from password_env, password_file or private_key_file only.
+
 Exit codes: 0 clean, 1 findings (check), 2 bad configuration, whitelist or flags."
 )]
 pub struct Cli {

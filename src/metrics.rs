@@ -186,6 +186,14 @@ label_set!(
     ClientLabels { target: &'a str, ip: Ip, port: u16, client: &'a str }
 );
 label_set!(
+    /// One state series of one session check of an address.
+    SessionLabels { target: &'a str, ip: Ip, port: u16, check: &'static str, state: &'static str }
+);
+label_set!(
+    /// The authentication methods a server offers the monitoring account.
+    MethodsLabels { target: &'a str, ip: Ip, port: u16, methods: &'a str }
+);
+label_set!(
     /// One SSH problem of one address.
     SshProblemLabels { target: &'a str, ip: Ip, port: u16, problem: &'static str }
 );
@@ -376,6 +384,7 @@ fn encode_addresses(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     )?;
     encode_info(&addresses, e)?;
     encode_ssh(&addresses, e)?;
+    encode_sessions(&addresses, e)?;
     encode_bogus(&addresses, e)?;
     encode_whitelist(report, e)
 }
@@ -467,6 +476,65 @@ fn encode_ssh(addresses: &[&AddressReport], e: &mut DescriptorEncoder) -> fmt::R
                 };
                 (labels, flag(r.has(problem)))
             })
+        }),
+    )
+}
+
+/// The session checks (idle hold, login, SFTP) of each address that had one.
+fn encode_sessions(addresses: &[&AddressReport], e: &mut DescriptorEncoder) -> fmt::Result {
+    let checked = || addresses.iter().filter_map(|a| a.session.as_ref().map(|s| (*a, s)));
+    gauge(
+        e,
+        "whitelist_audit_ssh_session_state",
+        "State of the last session check (check=idle|login|sftp): one series per state of the check, exactly one is 1.",
+        checked().flat_map(|(a, s)| {
+            s.states().into_iter().flat_map(move |(check, current)| {
+                check.states().iter().map(move |state| {
+                    let labels = SessionLabels {
+                        target: &a.target,
+                        ip: Ip(a.ip),
+                        port: a.port,
+                        check: check.as_label(),
+                        state: state.as_label(),
+                    };
+                    (labels, flag(*state == current))
+                })
+            })
+        }),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_ssh_idle_hold_seconds",
+        "How long the last idle hold kept the session silent before its request (or before the server closed it).",
+        checked().filter_map(|(a, s)| {
+            let idle = s.idle.as_ref().filter(|i| i.hold > std::time::Duration::ZERO)?;
+            Some((at(a), idle.hold.as_secs_f64()))
+        }),
+    )?;
+    let methods: Vec<(&AddressReport, String)> = checked()
+        .filter_map(|(a, s)| Some((a, s.login.as_ref()?.methods.as_ref()?.join(","))))
+        .collect();
+    gauge(
+        e,
+        "whitelist_audit_ssh_auth_methods_info",
+        "1; the authentication methods the server offers the monitoring account (its answer to `none`).",
+        methods.iter().map(|(a, methods)| {
+            let labels = MethodsLabels {
+                target: &a.target,
+                ip: Ip(a.ip),
+                port: a.port,
+                methods,
+            };
+            (labels, 1.0)
+        }),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_sftp_response_seconds",
+        "From opening the session channel to the SFTP subsystem's answer to `realpath .`, after the last login.",
+        checked().filter_map(|(a, s)| {
+            let response = s.login.as_ref()?.sftp.as_ref()?.response?;
+            Some((at(a), response.as_secs_f64()))
         }),
     )
 }

@@ -62,6 +62,8 @@ pub struct Summary {
     pub ssh_problems: usize,
     /// `check: ssh` targets whose open addresses are not all the same server.
     pub inconsistent_pools: usize,
+    /// Addresses whose idle hold, login or SFTP check found a problem.
+    pub session_problems: usize,
 }
 
 impl Summary {
@@ -82,6 +84,12 @@ impl Summary {
             summary.inconsistent_pools += usize::from(target.ssh_variants.unwrap_or(0) > 1);
             for address in &target.addresses {
                 summary.ssh_problems += usize::from(address.ssh.as_ref().is_some_and(|r| !r.problems.is_empty()));
+                summary.session_problems += usize::from(
+                    address
+                        .session
+                        .as_ref()
+                        .is_some_and(|s| s.states().iter().any(|(_, state)| state.is_problem())),
+                );
                 match address.probe.as_ref().map(|p| p.state) {
                     Some(ProbeState::Open) => summary.open += 1,
                     Some(ProbeState::Error) => summary.errors += 1,
@@ -106,6 +114,7 @@ impl Summary {
             && self.uncovered_prefix_parts == 0
             && self.ssh_problems == 0
             && self.inconsistent_pools == 0
+            && self.session_problems == 0
     }
 }
 
@@ -301,6 +310,35 @@ fn ssh_lines(report: &Report, out: &mut String) {
 }
 
 /// What the address's last SSH probe learned.
+/// One line per session check that ran: `session: TARGET IP: CHECK: STATE: detail`.
+fn session_lines(report: &Report, out: &mut String) {
+    for address in report.targets.iter().flat_map(|t| &t.addresses) {
+        let Some(session) = &address.session else { continue };
+        let at = format!("session: {} {}", address.target, address.ip);
+        if let Some(login) = &session.login {
+            let methods = login
+                .methods
+                .as_ref()
+                .map_or_else(String::new, |m| format!(" [offered: {}]", m.join(",")));
+            let _ = writeln!(
+                out,
+                "{at}: login: {}: {}{methods}",
+                login.state.as_label(),
+                login.detail
+            );
+            if let Some(sftp) = &login.sftp {
+                let response = sftp
+                    .response
+                    .map_or_else(String::new, |r| format!(" in {:.0} ms", r.as_secs_f64() * 1000.0));
+                let _ = writeln!(out, "{at}: sftp: {}: {}{response}", sftp.state.as_label(), sftp.detail);
+            }
+        }
+        if let Some(idle) = &session.idle {
+            let _ = writeln!(out, "{at}: idle: {}: {}", idle.state.as_label(), idle.detail);
+        }
+    }
+}
+
 fn ssh_evidence(address: &AddressReport) -> Option<&SshEvidence> {
     address.probe.as_ref()?.evidence_as::<SshEvidence>()
 }
@@ -369,6 +407,7 @@ pub fn table(report: &Report) -> String {
     }
     warnings(report, &mut out);
     ssh_lines(report, &mut out);
+    session_lines(report, &mut out);
     let s = Summary::of(report);
     // What to do, once per kind of finding present: the table says where, this says what.
     for (finding, count) in s.findings.iter().filter(|(_, n)| *n > 0) {
@@ -410,6 +449,9 @@ pub fn table(report: &Report) -> String {
             "; ssh: {} address(es) with problems, {} inconsistent pool(s)",
             s.ssh_problems, s.inconsistent_pools
         );
+    }
+    if s.session_problems > 0 {
+        let _ = write!(out, "; sessions: {} address(es) with problems", s.session_problems);
     }
     if s.unprobed_prefixes > 0 || s.uncovered_prefix_parts > 0 {
         let _ = write!(

@@ -9,7 +9,7 @@ mod common;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use common::{Lab, lab_allowed, tools_allowed};
+use common::{Lab, Users, lab_allowed, tools_allowed};
 use serde_json::Value;
 
 const HOST: &str = "sftp.vendor.test";
@@ -99,9 +99,21 @@ fn query(lab: &Lab, expr: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-fn build(lab: &mut Lab) {
+/// Builds the lab; the monitoring user it returns lives as long as the test holds it.
+fn build(lab: &mut Lab) -> Users {
     lab.add_server_addresses(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.53", "2001:db8:2::1"]);
-    lab.start_sshd(&POOL);
+    // A monitoring account, so the session checks (login, SFTP, a short idle hold) fill their panels.
+    let monitor = format!("wla{}a", std::process::id() % 100_000);
+    let password = format!("alerting-{}", std::process::id());
+    let users = Users::create(&[&monitor], &password);
+    lab.write("monitor-password", &password);
+    lab.start_sshd_with(
+        &POOL,
+        &[
+            "Subsystem=sftp internal-sftp".into(),
+            "PasswordAuthentication=yes".into(),
+        ],
+    );
     let hosts = POOL.iter().fold(String::new(), |mut out, ip| {
         let _ = writeln!(out, "{ip} {HOST}");
         out
@@ -118,7 +130,7 @@ fn build(lab: &mut Lab) {
     let config = lab.write(
         "audit.yml",
         &format!(
-            "global:\n  interval: 1s\n  timeout: 500ms\n  attempts: 1\n  whitelist: whitelist.yml\ntargets:\n  - name: vendor-sftp\n    host: {HOST}\n    resolvers: [\"192.0.2.53:5353\"]\n    dns_queries: 1\n    ssh:\n      clients: [openssh]\n      client_algorithms: {{kex: [curve25519-sha256], host_key: [ssh-ed25519], ciphers: [aes128-cbc], macs: [hmac-sha1]}}\n  - name: vendor-list\n    published:\n      - path: vendor-list.txt\n"
+            "global:\n  interval: 1s\n  timeout: 500ms\n  attempts: 1\n  whitelist: whitelist.yml\ntargets:\n  - name: vendor-sftp\n    host: {HOST}\n    resolvers: [\"192.0.2.53:5353\"]\n    dns_queries: 1\n    ssh:\n      clients: [openssh]\n      client_algorithms: {{kex: [curve25519-sha256], host_key: [ssh-ed25519], ciphers: [aes128-cbc], macs: [hmac-sha1]}}\n      idle_hold: 1s\n      idle_interval: 2s\n      auth: {{username: {monitor}, password_file: monitor-password}}\n      sftp: true\n  - name: vendor-list\n    published:\n      - path: vendor-list.txt\n"
         ),
     );
     lab.serve(&config, "127.0.0.1:10022");
@@ -158,6 +170,7 @@ fn build(lab: &mut Lab) {
         ],
     );
     lab.poll("http://127.0.0.1:9090/-/ready", Duration::from_secs(30), |_| true);
+    users
 }
 
 /// An old client that speaks only CBC ciphers (the custom profile) agrees with no address of a
@@ -201,7 +214,7 @@ fn dropping_one_address_fires_its_alerts_and_fixing_it_resolves_them() {
         return;
     }
     let mut lab = Lab::new();
-    build(&mut lab);
+    let _users = build(&mut lab);
 
     // Healthy pool: Prometheus sees every address up, and nothing address-level fires.
     let deadline = Instant::now() + Duration::from_secs(30);

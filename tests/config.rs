@@ -195,11 +195,59 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "ssh-unknown-key.yml",
-        "5:7: targets[0].ssh.client: unknown field `client`, expected one of clients, client_algorithms, host_keys, host_key_change_hold",
+        "5:7: targets[0].ssh.client: unknown field `client`, expected one of clients, client_algorithms, host_keys, host_key_change_hold, idle_hold, idle_interval, idle_concurrency, auth, sftp, login_interval",
     ),
     (
         "ssh-no-clients.yml",
         "5:7: targets[0].ssh.clients: no SSH client to check: name at least one (the default is [openssh]) or describe one under `ssh.client_algorithms`",
+    ),
+    (
+        "ssh-auth-env-unset.yml",
+        "7:23: targets[0].ssh.auth.password_env: the environment variable `WLA_FIXTURE_UNSET_VARIABLE` is not set (or not UTF-8) in the daemon's environment",
+    ),
+    (
+        "ssh-auth-missing-key-file.yml",
+        "7:27: targets[0].ssh.auth.private_key_file: cannot read `tests/fixtures/invalid/no-such-key`: No such file or directory (os error 2)",
+    ),
+    (
+        "ssh-auth-no-credential.yml",
+        "6:9: targets[0].ssh.auth: no credential: give one of `password_env`, `password_file` or `private_key_file`",
+    ),
+    (
+        "ssh-auth-no-username.yml",
+        "6:9: targets[0].ssh.auth.username: missing: the monitoring account's user name",
+    ),
+    (
+        "ssh-auth-not-a-key.yml",
+        "7:27: targets[0].ssh.auth.private_key_file: cannot use `tests/fixtures/invalid/ssh-auth-not-a-key.yml`: it is not a private key in OpenSSH or PEM format (Could not read key)",
+    ),
+    (
+        "ssh-auth-password-inline.yml",
+        "7:19: targets[0].ssh.auth.password: never write the secret in the configuration: use `password_env` or `password_file` to name where it is read from",
+    ),
+    (
+        "ssh-auth-two-credentials.yml",
+        "8:24: targets[0].ssh.auth.password_file: give one credential: `password_env` is already given",
+    ),
+    (
+        "ssh-sftp-without-auth.yml",
+        "5:13: targets[0].ssh.sftp: `sftp: true` needs a login: add an `ssh.auth` block with the monitoring account",
+    ),
+    (
+        "ssh-idle-hold-too-long.yml",
+        "5:18: targets[0].ssh.idle_hold: 2h is out of range: hold a session idle for 1s to 1h (firewall idle timeouts are seconds to minutes)",
+    ),
+    (
+        "ssh-idle-interval-not-longer.yml",
+        "6:22: targets[0].ssh.idle_interval: ssh.idle_interval (1m 30s) must be longer than ssh.idle_hold (1m 40s): an address is held at most once per interval",
+    ),
+    (
+        "ssh-idle-interval-without-hold.yml",
+        "5:22: targets[0].ssh.idle_interval: `idle_interval` without `ssh.idle_hold` has no effect: the idle hold is off until `idle_hold` is set",
+    ),
+    (
+        "ssh-login-interval-too-short.yml",
+        "8:23: targets[0].ssh.login_interval: 10s is too often: log in at most once a minute per address, or the vendor's fail2ban sees a brute force",
     ),
     (
         "ssh-zero-hold.yml",

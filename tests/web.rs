@@ -459,11 +459,12 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_a_wrong_password_is_a_401() {
                     )
                 })
         };
-        if let (Some((right, _)), Some((wrong, error))) = (health("right"), health("wrong")) {
-            if right == "up" && wrong == "down" {
-                assert!(error.contains("401"), "{error}");
-                break;
-            }
+        if let (Some((right, _)), Some((wrong, error))) = (health("right"), health("wrong"))
+            && right == "up"
+            && wrong == "down"
+        {
+            assert!(error.contains("401"), "{error}");
+            break;
         }
         assert!(
             Instant::now() < deadline,

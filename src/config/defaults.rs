@@ -72,3 +72,20 @@ pub const MAX_YAML_NODES: usize = 2_200_000;
 /// Whitelist entries of one address and one port, with `target` and `comment`, that fit in
 /// [`MAX_YAML_NODES`]: the number a refusal quotes.
 pub const MAX_WHITELIST_ENTRIES: usize = MAX_YAML_NODES / 11;
+
+/// How often each address is held idle (`ssh.idle_interval`): a hold occupies a server slot for
+/// minutes, so once an hour is enough to see a firewall's idle timeout.
+pub const IDLE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Idle holds in flight against one target (`ssh.idle_concurrency`), so a pool of 50 addresses is
+/// never held open all at once.
+pub const IDLE_CONCURRENCY: u32 = 4;
+/// Longest `ssh.idle_hold`: firewall idle timeouts worth finding are minutes, not hours.
+pub const IDLE_HOLD_MAX: Duration = Duration::from_secs(3600);
+/// How often each address is logged in to (`ssh.login_interval`): a rejected login is never
+/// retried sooner, so an account lockout or fail2ban never sees a burst from the auditor.
+pub const LOGIN_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Shortest `ssh.login_interval`: more often looks like a brute force to the vendor's fail2ban.
+pub const LOGIN_INTERVAL_MIN: Duration = Duration::from_secs(60);
+/// OpenSSH's `LoginGraceTime` default: an unauthenticated session is dropped by the server after
+/// it, so a hold without credentials longer than this shows the server, not the path.
+pub const OPENSSH_LOGIN_GRACE_TIME: Duration = Duration::from_secs(120);

@@ -5,6 +5,7 @@
 pub mod defaults;
 pub mod published;
 pub mod raw;
+pub mod session;
 pub mod ssh;
 pub mod web;
 pub mod whitelist;
@@ -53,7 +54,7 @@ impl ConfigError {
         }
     }
 
-    fn at(file: &Path, location: &Location, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn at(file: &Path, location: &Location, key: impl Into<String>, message: impl Into<String>) -> Self {
         let mut error = Self::new(file, Some(key.into()), message);
         if location.line() > 0 {
             error.position = Some((location.line(), location.column()));
@@ -266,7 +267,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
@@ -601,7 +602,7 @@ fn show_duration(d: Duration) -> String {
             s => format!("{s}s"),
         };
     }
-    if secs == 0 && d.subsec_nanos() % 1_000_000 == 0 {
+    if secs == 0 && d.subsec_nanos().is_multiple_of(1_000_000) {
         return format!("{}ms", d.subsec_millis());
     }
     humantime::format_duration(d).to_string()

@@ -71,6 +71,25 @@ pub struct RawSsh {
     pub client_algorithms: Option<Spanned<RawAlgorithms>>,
     pub host_keys: Option<Vec<Spanned<String>>>,
     pub host_key_change_hold: Option<HumanDuration>,
+    pub idle_hold: Option<Spanned<HumanDuration>>,
+    pub idle_interval: Option<Spanned<HumanDuration>>,
+    pub idle_concurrency: Option<Spanned<Count>>,
+    pub auth: Option<Spanned<RawAuth>>,
+    pub sftp: Option<Spanned<bool>>,
+    pub login_interval: Option<Spanned<HumanDuration>>,
+}
+
+/// `ssh.auth` as written: who logs in and where the secret is. Never the secret itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub username: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<PathBuf>>,
+    pub private_key_file: Option<Spanned<PathBuf>>,
+    /// Refused with a message that says where the secret goes instead; its value is never kept.
+    pub password: Option<Spanned<serde::de::IgnoredAny>>,
+    pub private_key: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 /// `ssh.client_algorithms` as written: a client of one's own.

@@ -11,6 +11,7 @@ use serde_saphyr::Spanned;
 
 use super::ConfigError;
 use super::raw::{CheckKind, RawAlgorithms, RawSsh};
+use super::session::SessionPolicy;
 
 /// What one SSH client offers in its key exchange, in its own order of preference.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -78,6 +79,8 @@ pub struct SshPolicy {
     /// Pinned host key fingerprints (`SHA256:...`); empty: trust on first use.
     pub host_keys: Vec<String>,
     pub host_key_change_hold: Duration,
+    /// The idle hold and the login probe, each off unless configured.
+    pub session: SessionPolicy,
 }
 
 impl Default for SshPolicy {
@@ -86,6 +89,7 @@ impl Default for SshPolicy {
             clients: profile(DEFAULT_CLIENT).into_iter().collect(),
             host_keys: Vec::new(),
             host_key_change_hold: DEFAULT_HOST_KEY_CHANGE_HOLD,
+            session: SessionPolicy::default(),
         }
     }
 }
@@ -188,6 +192,7 @@ pub fn build(
         clients,
         host_keys,
         host_key_change_hold,
+        session: super::session::build(file, key, raw)?,
     })
 }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::finding::{Finding, FindingCounts, classify};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
+use super::session::SessionReport;
 use super::source::{Bogus, SourceReport};
 use super::ssh::{SshEvidence, SshReport, count_variants};
 use crate::config::whitelist::EntryUsage;
@@ -42,6 +43,9 @@ pub struct AddressReport {
     /// What the SSH handshake means for the configured clients and keys (open `ssh` addresses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh: Option<Arc<SshReport>>,
+    /// How the session checks (idle hold, login, SFTP) last ended on this address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionReport>,
 }
 
 /// Address counts of one target, by set.
@@ -127,6 +131,8 @@ pub struct TargetInput<'a> {
     pub bogus: &'a BTreeMap<IpAddr, Bogus>,
     /// The SSH assessment of each open address of an `ssh` target.
     pub ssh: &'a BTreeMap<IpAddr, Arc<SshReport>>,
+    /// The session checks of each address that had one.
+    pub sessions: &'a BTreeMap<IpAddr, SessionReport>,
 }
 
 /// Evaluates every target. `inputs` and `sources` are in the order of `config.targets`.
@@ -186,6 +192,12 @@ fn evaluate_target(
                 published,
                 whitelisted,
                 ssh: input.ssh.get(&ip).cloned(),
+                // Scheduled but not finished yet: nothing to show.
+                session: input
+                    .sessions
+                    .get(&ip)
+                    .filter(|s| s.idle.is_some() || s.login.is_some())
+                    .cloned(),
                 probe,
                 finding,
                 bogus: None,
@@ -202,6 +214,7 @@ fn evaluate_target(
             finding: Some(Finding::BogusAddress),
             bogus: Some(bogus),
             ssh: None,
+            session: None,
         }))
         .collect();
     counts.findings[Finding::BogusAddress] += input.bogus.len();

@@ -8,6 +8,7 @@ pub mod dns_book;
 pub mod finding;
 pub mod list;
 pub mod outcome;
+pub mod session;
 pub mod source;
 pub mod ssh;
 pub mod state;

@@ -14,6 +14,7 @@ use super::audit::{self, Report, TargetInput};
 use super::dns_book::{Family, FamilyBooks};
 use super::list::{self, Validators};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
+use super::session::{self, IdleResult, LoginResult, SessionReport};
 use super::source::{Bogus, Failure, Reason, SourceKind, SourceReport, SourceStatus, never_a_vendor};
 use super::ssh::{self, KnownKey, SshEvidence, SshReport};
 use crate::config::{CheckKind, Config, Target};
@@ -196,6 +197,20 @@ pub struct TargetState {
     pub ssh: BTreeMap<IpAddr, Arc<SshReport>>,
     /// The host key each address last presented, kept across restarts (and while it is down).
     pub known_keys: BTreeMap<IpAddr, KnownKey>,
+    /// The session checks (idle hold, login) of each address, and when each last started.
+    pub sessions: BTreeMap<IpAddr, SessionReport>,
+}
+
+/// One address's session checks, handed to the shell to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionJob {
+    pub target: TargetId,
+    pub ip: IpAddr,
+    pub due: session::Due,
+    /// The host keys the server must present before a secret is sent (empty: none known yet).
+    pub expected_keys: Vec<String>,
+    /// Whether the last login here succeeded: an idle hold then logs in too.
+    pub logged_in_before: bool,
 }
 
 /// When the last full sweep finished and how long it took.
@@ -373,6 +388,10 @@ impl State {
             carried.removed_total = previous.removed_total;
             carried.probe_errors.clone_from(&previous.probe_errors);
             carried.known_keys.clone_from(&previous.known_keys);
+            // A reload that changed the account or the hold starts those checks afresh.
+            if target.ssh.session == old_target.ssh.session {
+                carried.sessions.clone_from(&previous.sessions);
+            }
             next.recompute(TargetId(index));
             // The clients or pins may have changed: every address is assessed again.
             let results: Vec<(IpAddr, ProbeResult)> = next.targets[index]
@@ -556,6 +575,7 @@ impl State {
         let probed = &state.probed;
         state.results.retain(|ip, _| probed.contains(ip));
         state.ssh.retain(|ip, _| probed.contains(ip));
+        state.sessions.retain(|ip, _| probed.contains(ip));
         let after = published_items(state);
         let change = Change {
             added: after.difference(&before).copied().collect(),
@@ -644,6 +664,68 @@ impl State {
         }
     }
 
+    /// The session checks to start now: on each address whose last probe found SSH open, what
+    /// is due. Each check's start is recorded here, so it is not handed out twice.
+    pub fn take_due_sessions(&mut self, now: SystemTime) -> Vec<SessionJob> {
+        let mut jobs = Vec::new();
+        for (index, (target, state)) in self.config.targets.iter().zip(&mut self.targets).enumerate() {
+            let policy = &target.ssh.session;
+            if target.check != CheckKind::Ssh || (policy.idle.is_none() && policy.login.is_none()) {
+                continue;
+            }
+            for (ip, result) in &state.results {
+                if result.state != ProbeState::Open {
+                    continue;
+                }
+                let due = session::due(policy, state.sessions.get(ip), now);
+                if !due.idle && !due.login {
+                    continue;
+                }
+                let report = state.sessions.entry(*ip).or_default();
+                if due.idle {
+                    report.idle_started = Some(now);
+                }
+                if due.login {
+                    report.login_started = Some(now);
+                }
+                // A login sends a secret: only to the key the handshake proved, or a pinned one.
+                let expected_keys = if target.ssh.host_keys.is_empty() {
+                    state
+                        .known_keys
+                        .get(ip)
+                        .map(|k| vec![k.fingerprint.clone()])
+                        .unwrap_or_default()
+                } else {
+                    target.ssh.host_keys.clone()
+                };
+                jobs.push(SessionJob {
+                    target: TargetId(index),
+                    ip: *ip,
+                    due,
+                    expected_keys,
+                    logged_in_before: report.logged_in(),
+                });
+            }
+        }
+        jobs
+    }
+
+    /// Stores how an idle hold ended, unless the address left the probed set meanwhile.
+    pub fn record_idle(&mut self, id: TargetId, ip: IpAddr, result: IdleResult) {
+        let state = &mut self.targets[id.0];
+        if state.probed.contains(&ip) {
+            state.sessions.entry(ip).or_default().idle = Some(result);
+        }
+    }
+
+    /// Stores how a login ended, unless the address left the probed set meanwhile.
+    pub fn record_login(&mut self, id: TargetId, ip: IpAddr, result: LoginResult) {
+        let state = &mut self.targets[id.0];
+        if state.probed.contains(&ip) {
+            state.sessions.entry(ip).or_default().login = Some(result);
+        }
+    }
+
     /// The audit report of this moment.
     pub fn report(&self) -> Report {
         let inputs: Vec<TargetInput<'_>> = self
@@ -659,6 +741,7 @@ impl State {
                 probe_errors: &t.probe_errors,
                 bogus: &t.bogus,
                 ssh: &t.ssh,
+                sessions: &t.sessions,
             })
             .collect();
         let sources = self

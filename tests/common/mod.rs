@@ -271,6 +271,11 @@ impl Lab {
 
     /// OpenSSH on every address given, port 22, with a throwaway host key.
     pub fn start_sshd(&mut self, addresses: &[&str]) -> u32 {
+        self.start_sshd_with(addresses, &[])
+    }
+
+    /// OpenSSH on every address given, port 22, with `options` (`Key=value`, as `sshd -o` takes them).
+    pub fn start_sshd_with(&mut self, addresses: &[&str], options: &[String]) -> u32 {
         let key = self.dir.join("ssh_host_ed25519_key");
         if !key.exists() {
             sh(
@@ -290,7 +295,10 @@ impl Lab {
             "UsePAM=no".into(),
             "StrictModes=no".into(),
             "MaxStartups=100".into(),
-        ] {
+        ]
+        .into_iter()
+        .chain(options.iter().cloned())
+        {
             args.push("-o".into());
             args.push(option);
         }
@@ -536,5 +544,33 @@ impl Scrape {
     /// Every series mentioning `ip="<ip>"`.
     pub fn series_of_ip(&self, ip: &str) -> Vec<&String> {
         self.0.keys().filter(|k| k.contains(&format!("ip=\"{ip}\""))).collect()
+    }
+}
+
+/// System users made for one test, removed when it ends.
+pub struct Users(Vec<String>);
+
+impl Users {
+    pub fn create(names: &[&str], password: &str) -> Self {
+        let users = Self(names.iter().map(|n| (*n).to_string()).collect());
+        for name in names {
+            sh("useradd", &["-M", "-N", "-d", "/", "-s", "/bin/sh", name]);
+            let mut child = Command::new("chpasswd")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{name}:{password}\n").as_bytes())
+                .unwrap();
+            assert!(child.wait().unwrap().success(), "chpasswd {name}");
+        }
+        users
+    }
+}
+
+impl Drop for Users {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("userdel").arg(name).output();
+        }
     }
 }

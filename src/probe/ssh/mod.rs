@@ -7,6 +7,7 @@
 //! a proxy or garbage gets a unit test; `kex.rs` holds the crypto.
 
 pub mod kex;
+pub mod session;
 pub mod wire;
 
 use std::sync::Arc;
