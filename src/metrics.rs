@@ -875,4 +875,61 @@ mod tests {
              # HELP a_up Up.\n# TYPE a_up gauge\na_up 1.0\n"
         );
     }
+
+    #[test]
+    fn session_checks_render_one_state_series_per_state_and_their_measures() {
+        use crate::core::session::{IdleResult, LoginResult, SessionState, SftpResult};
+        // PATH is set in every test process: only the presence of a credential matters here.
+        let yaml = "targets:\n  - name: pool\n    static: [192.0.2.7]\n    ssh:\n      idle_hold: 100s\n      auth: {username: m, password_env: PATH}\n      sftp: true\n";
+        let raw = config::parse_yaml(Path::new("m.yml"), yaml).unwrap();
+        let mut state = State::new(Arc::new(config::build(Path::new("m.yml"), &raw).unwrap()));
+        let ip = "192.0.2.7".parse().unwrap();
+        let now = SystemTime::now();
+        let open = ProbeResult::from_attempt(Attempt::ended(ProbeState::Open, Duration::ZERO, "ok"), 1, now);
+        state.record_probe(TargetId(0), ip, open);
+        state.record_idle(
+            TargetId(0),
+            ip,
+            IdleResult {
+                state: SessionState::IdleKilled,
+                hold: Duration::from_secs(100),
+                authenticated: true,
+                detail: String::new(),
+                finished_at: now,
+            },
+        );
+        state.record_login(
+            TargetId(0),
+            ip,
+            LoginResult {
+                state: SessionState::LoginOk,
+                methods: Some(vec!["publickey".into(), "password".into()]),
+                detail: String::new(),
+                sftp: Some(SftpResult {
+                    state: SessionState::SftpOk,
+                    response: Some(Duration::from_millis(250)),
+                    detail: String::new(),
+                }),
+                finished_at: now,
+            },
+        );
+        let text = rendered(&state);
+        let at = r#"target="pool",ip="192.0.2.7",port="22""#;
+        for line in [
+            format!(r#"whitelist_audit_ssh_session_state{{{at},check="idle",state="idle_killed"}} 1"#),
+            format!(r#"whitelist_audit_ssh_session_state{{{at},check="idle",state="idle_ok"}} 0"#),
+            format!(r#"whitelist_audit_ssh_session_state{{{at},check="login",state="login_ok"}} 1"#),
+            format!(r#"whitelist_audit_ssh_session_state{{{at},check="sftp",state="sftp_ok"}} 1"#),
+            format!("whitelist_audit_ssh_idle_hold_seconds{{{at}}} 100"),
+            format!(r#"whitelist_audit_ssh_auth_methods_info{{{at},methods="publickey,password"}} 1"#),
+            format!("whitelist_audit_sftp_response_seconds{{{at}}} 0.25"),
+        ] {
+            assert!(text.contains(&line), "missing {line}:\n{text}");
+        }
+        let states = text
+            .lines()
+            .filter(|l| l.starts_with("whitelist_audit_ssh_session_state{"))
+            .count();
+        assert_eq!(states, 5 + 6 + 3, "every state of each check that ran");
+    }
 }

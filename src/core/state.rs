@@ -992,4 +992,87 @@ mod tests {
         assert_eq!(rows.len(), 4);
         assert!(rows.iter().all(|a| !a.published && a.probe.is_none()));
     }
+
+    fn open_at(at: SystemTime) -> ProbeResult {
+        use super::super::outcome::Attempt;
+        ProbeResult::from_attempt(Attempt::ended(ProbeState::Open, Duration::from_millis(3), "ok"), 1, at)
+    }
+
+    fn sessions_config(extra: &str) -> Arc<Config> {
+        // PATH is set in every test process, and the core reads no file: only its presence matters.
+        load(&format!(
+            "targets:\n  - name: t\n    static: [192.0.2.1, 192.0.2.2]\n    ssh:\n      idle_hold: 100s\n      auth: {{username: monitor, password_env: PATH}}\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn session_checks_run_on_open_addresses_once_per_interval_and_a_rejection_waits() {
+        let mut state = State::new(sessions_config(""));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let (up, down): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        state.record_probe(TargetId(0), up, open_at(t0));
+        let mut timeout = open_at(t0);
+        timeout.state = ProbeState::Timeout;
+        state.record_probe(TargetId(0), down, timeout);
+        state.targets[0].known_keys.insert(
+            up,
+            KnownKey {
+                fingerprint: "SHA256:proved".into(),
+                key_type: "ssh-ed25519".into(),
+                since: t0,
+                previous: None,
+            },
+        );
+        let jobs = state.take_due_sessions(t0);
+        assert_eq!(jobs.len(), 1, "only the open address: {jobs:?}");
+        assert_eq!((jobs[0].ip, jobs[0].due.idle, jobs[0].due.login), (up, true, true));
+        assert_eq!(
+            jobs[0].expected_keys,
+            ["SHA256:proved"],
+            "the proved key guards the secret"
+        );
+        assert!(
+            state.take_due_sessions(t0 + Duration::from_secs(1)).is_empty(),
+            "started once"
+        );
+
+        let rejected = LoginResult {
+            state: session::SessionState::AuthRejected,
+            methods: Some(vec!["publickey".into(), "password".into()]),
+            detail: String::new(),
+            sftp: None,
+            finished_at: t0,
+        };
+        state.record_login(TargetId(0), up, rejected);
+        assert!(
+            state.take_due_sessions(t0 + Duration::from_secs(899)).is_empty(),
+            "a rejected login is not tried again within login_interval"
+        );
+        let jobs = state.take_due_sessions(t0 + Duration::from_secs(900));
+        assert_eq!(
+            (jobs[0].due.login, jobs[0].due.idle),
+            (true, false),
+            "idle_interval is 1h"
+        );
+        assert!(!jobs[0].logged_in_before);
+        let report = state.report();
+        let address = &report.targets[0].addresses[0];
+        assert_eq!(
+            address.session.as_ref().and_then(|s| s.login.as_ref()).map(|l| l.state),
+            Some(session::SessionState::AuthRejected)
+        );
+
+        // An unchanged reload keeps the schedule; a changed hold starts it afresh.
+        let same = state.reconfigured(&sessions_config(""));
+        let mut same = same;
+        assert!(same.take_due_sessions(t0 + Duration::from_secs(901)).is_empty());
+        let mut changed = state.reconfigured(&sessions_config("      idle_interval: 2h\n"));
+        assert_eq!(changed.take_due_sessions(t0 + Duration::from_secs(901)).len(), 1);
+        // Pins win over the key the address last proved.
+        let pin = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        let mut pinned = State::new(sessions_config(&format!("      host_keys: [\"{pin}\"]\n")));
+        pinned.record_probe(TargetId(0), up, open_at(t0));
+        let jobs = pinned.take_due_sessions(t0);
+        assert_eq!(jobs[0].expected_keys, [pin]);
+    }
 }
