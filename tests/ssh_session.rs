@@ -106,7 +106,7 @@ fn login_lab() -> LoginLab {
     sh("chown", &["65534:65534", broken.0.to_str().unwrap()]);
 
     let mut lab = Lab::new();
-    lab.add_server_addresses(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]);
+    lab.add_server_addresses(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "2001:db8:2::1"]);
     std::fs::create_dir_all(lab.dir.join("keys")).unwrap();
     let key = lab.dir.join("monitor_key");
     sh(
@@ -115,7 +115,7 @@ fn login_lab() -> LoginLab {
     );
     std::fs::copy(lab.dir.join("monitor_key.pub"), lab.dir.join("keys").join(&monitor)).unwrap();
     let deny = format!("DenyUsers={denied}");
-    lab.start_sshd_with(&["192.0.2.1"], &sftp_server(&lab, &chroot.0, &[&deny]));
+    lab.start_sshd_with(&["192.0.2.1", "2001:db8:2::1"], &sftp_server(&lab, &chroot.0, &[&deny]));
     lab.start_sshd_with(
         &["192.0.2.2"],
         &sftp_server(&lab, &chroot.0, &["PasswordAuthentication=no"]),
@@ -129,7 +129,7 @@ fn login_lab() -> LoginLab {
         &format!(
             "global:\n  interval: 8s\n  timeout: 3s\n  attempts: 1\n  state_dir: {dir}/state\n\
              targets:\n\
-             \x20 - name: sftp-password\n    static: [192.0.2.1, 192.0.2.2, 192.0.2.3, 192.0.2.4]\n\
+             \x20 - name: sftp-password\n    static: [192.0.2.1, 192.0.2.2, 192.0.2.3, 192.0.2.4, \"2001:db8:2::1\"]\n\
              \x20   ssh:\n      auth: {{username: {monitor}, password_env: WLA_TEST_PASSWORD}}\n      sftp: true\n\
              \x20 - name: sftp-key\n    static: [192.0.2.1, 192.0.2.2]\n\
              \x20   ssh:\n      auth: {{username: {monitor}, private_key_file: {key}}}\n      sftp: true\n\
@@ -174,6 +174,7 @@ fn each_login_outcome_is_told_apart_by_address() {
     // Password and key both get in, and SFTP answers `realpath .` inside the chroot.
     for (target, ip) in [
         ("sftp-password", "192.0.2.1"),
+        ("sftp-password", "2001:db8:2::1"),
         ("sftp-key", "192.0.2.1"),
         ("sftp-key", "192.0.2.2"),
     ] {
