@@ -452,6 +452,8 @@ pub struct Progress {
     pub done: usize,
     pub total: usize,
     pub open: usize,
+    /// Session checks (logins, idle holds) running: an idle hold takes its whole `ssh.idle_hold`.
+    pub sessions: usize,
     pub elapsed: Duration,
 }
 
@@ -481,11 +483,13 @@ pub async fn check_once<N: Network>(
                         (done + t.results.len(), total + t.probed.len(), open + up)
                     })
                 });
+                let sessions = lock(&shared.sessions_in_flight).len();
                 report(Progress {
                     discovering: discovering.load(std::sync::atomic::Ordering::Relaxed),
                     done,
                     total,
                     open,
+                    sessions,
                     elapsed: started.elapsed(),
                 });
             }
