@@ -20,7 +20,7 @@ use crate::config::{self, Config, ConfigError};
 use serde::{Deserialize, Serialize};
 
 use crate::core::outcome::ProbeState;
-use crate::core::session::{LoginResult, SessionState};
+use crate::core::session::{LoginResult, RefusedLogin, SessionState};
 use crate::core::ssh::KnownKey;
 use crate::core::state::{Change, Snapshot, State, SweepStatus, TargetId};
 use crate::discovery::Discovery;
@@ -79,6 +79,16 @@ impl Shared {
     pub fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let out = f(&mut lock(&self.state));
         self.dirty.notify_one();
+        out
+    }
+
+    /// Changes the state under its lock; the snapshot is marked out of date only when `f` says
+    /// it changed something.
+    pub fn update_if<R>(&self, f: impl FnOnce(&mut State) -> (R, bool)) -> R {
+        let (out, changed) = f(&mut lock(&self.state));
+        if changed {
+            self.dirty.notify_one();
+        }
         out
     }
 
@@ -186,6 +196,9 @@ struct SavedTargetKeys {
     target: String,
     port: u16,
     keys: BTreeMap<IpAddr, KnownKey>,
+    /// Logins the server refused: not tried again before `login_interval`, restart or not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    refused_logins: BTreeMap<IpAddr, RefusedLogin>,
 }
 
 /// Gives the state the host keys saved before a restart. A corrupt file is reported and ignored:
@@ -202,7 +215,14 @@ pub fn restore_known_keys(shared: &Shared) {
     };
     match serde_json::from_slice::<SavedKeys>(&bytes) {
         Ok(saved) => shared.update(|state| {
-            state.restore_known_keys(saved.targets.into_iter().map(|t| (t.target, t.port, t.keys)).collect());
+            let mut keys = Vec::new();
+            let mut refused = Vec::new();
+            for t in saved.targets {
+                refused.push((t.target.clone(), t.port, t.refused_logins));
+                keys.push((t.target, t.port, t.keys));
+            }
+            state.restore_known_keys(keys);
+            state.restore_refused_logins(refused);
         }),
         Err(error) => {
             tracing::warn!(file = %path.display(), %error, "the SSH host keys file is corrupt; ignored, learning them again");
@@ -214,17 +234,19 @@ pub fn restore_known_keys(shared: &Shared) {
 pub fn save_known_keys(shared: &Shared) {
     let Some((state_dir, saved)) = shared.update(|state| {
         state.prune_known_keys();
-        if !std::mem::take(&mut state.known_keys_dirty) {
+        if !std::mem::take(&mut state.ssh_memory_dirty) {
             return None;
         }
         let targets = state
             .known_keys()
             .into_iter()
-            .filter(|(_, _, keys)| !keys.is_empty())
-            .map(|(target, port, keys)| SavedTargetKeys {
+            .zip(state.refused_logins())
+            .filter(|((_, _, keys), (_, _, refused))| !keys.is_empty() || !refused.is_empty())
+            .map(|((target, port, keys), (_, _, refused_logins))| SavedTargetKeys {
                 target: target.to_string(),
                 port,
                 keys: keys.clone(),
+                refused_logins,
             })
             .collect();
         Some((state.config.global.state_dir.clone(), SavedKeys { version: 1, targets }))
@@ -235,7 +257,7 @@ pub fn save_known_keys(shared: &Shared) {
     let bytes = serde_json::to_vec_pretty(&saved).expect("plain data serializes");
     if let Err(error) = state_file::write_atomically(&path, &bytes) {
         tracing::warn!(file = %path.display(), %error, "cannot save the SSH host keys seen");
-        shared.update(|state| state.known_keys_dirty = true);
+        shared.update(|state| state.ssh_memory_dirty = true);
     }
 }
 
@@ -373,10 +395,37 @@ pub const SESSION_TICK: Duration = Duration::from_secs(10);
 /// User name of an idle hold made without credentials (the `none` request names one).
 const ANONYMOUS_USER: &str = "whitelist-audit";
 
+/// Removes a session check's key from the in-flight set when the task ends, however it ends.
+struct InFlight {
+    shared: Arc<Shared>,
+    key: (String, u16, IpAddr),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.shared.sessions_in_flight).remove(&self.key);
+    }
+}
+
 /// Starts every session check that is due, each in `tasks`. A login holds a probe's slots while
 /// it runs; an idle hold holds one of its target's idle slots instead.
 pub fn start_sessions<N: Network>(shared: &Arc<Shared>, network: &Arc<N>, limits: &Limits, tasks: &mut JoinSet<()>) {
-    let (config, jobs) = shared.update(|state| (Arc::clone(&state.config), state.take_due_sessions(SystemTime::now())));
+    let now = SystemTime::now();
+    // Taken and marked in flight under one lock, so a check that is still running is neither
+    // started twice nor counted as started (which would postpone it a whole interval).
+    let (config, jobs) = shared.update_if(|state| {
+        let mut in_flight = lock(&shared.sessions_in_flight);
+        let jobs = state.take_due_sessions(now, |name, port, ip| in_flight.contains(&(name.to_string(), port, ip)));
+        for job in &jobs {
+            let target = &state.config.targets[job.target.0];
+            in_flight.insert((target.name.clone(), target.port, job.ip));
+        }
+        // Every 10 s tick comes here: a tick with nothing due changes nothing worth a snapshot.
+        // (A login refused for an untrusted key is recorded here; its address always gets an
+        // idle job too, or the refusal is published with the next probe result.)
+        let changed = !jobs.is_empty();
+        ((Arc::clone(&state.config), jobs), changed)
+    });
     let limits = if Arc::ptr_eq(&limits.config, &config) {
         limits.clone()
     } else {
@@ -384,13 +433,13 @@ pub fn start_sessions<N: Network>(shared: &Arc<Shared>, network: &Arc<N>, limits
     };
     for job in jobs {
         let target = &config.targets[job.target.0];
-        let key = (target.name.clone(), target.port, job.ip);
-        if !lock(&shared.sessions_in_flight).insert(key.clone()) {
-            continue;
-        }
+        let guard = InFlight {
+            shared: Arc::clone(shared),
+            key: (target.name.clone(), target.port, job.ip),
+        };
         let session_target = SessionTarget {
             address: SocketAddr::new(job.ip, target.port),
-            expected_keys: job.expected_keys.clone(),
+            expected_keys: job.login_keys.clone().unwrap_or_default(),
             timeout: config.global.timeout,
         };
         let policy = target.ssh.session.clone();
@@ -399,6 +448,15 @@ pub fn start_sessions<N: Network>(shared: &Arc<Shared>, network: &Arc<N>, limits
         let global_slots = Arc::clone(&limits.global);
         let idle_slots = Arc::clone(&limits.idle[job.target.0]);
         tasks.spawn(async move {
+            let key = guard.key.clone();
+            // Found again by name and port: a reload may have renumbered the targets.
+            let record = |f: &mut dyn FnMut(&mut State, TargetId)| {
+                shared.update(|state| {
+                    if let Some(id) = state.target_id(&key.0, key.1) {
+                        f(state, id);
+                    }
+                });
+            };
             let mut logged_in = job.logged_in_before;
             if let (true, Some(login)) = (job.due.login, &policy.login) {
                 let result = {
@@ -408,28 +466,36 @@ pub fn start_sessions<N: Network>(shared: &Arc<Shared>, network: &Arc<N>, limits
                 };
                 logged_in = result.state == SessionState::LoginOk;
                 log_login(&key, &result);
-                shared.update(|state| {
-                    // Found again by name and port: a reload may have renumbered the targets.
-                    if let Some(id) = state.target_id(&key.0, key.1) {
-                        state.record_login(id, job.ip, result);
+                let mut result = Some(result);
+                record(&mut |state, id| {
+                    if let Some(result) = result.take() {
+                        state.record_login(id, job.ip, result, Some(login));
                     }
                 });
             }
             if let (true, Some(idle)) = (job.due.idle, policy.idle) {
                 let _slot = idle_slots.acquire().await.expect("idle semaphore closed");
-                let login = policy.login.as_ref().filter(|_| logged_in);
+                // A secret goes only to a trusted key, and only while it is known to work.
+                let login = policy.login.as_ref().filter(|_| logged_in && job.login_keys.is_some());
                 let user = policy.login.as_ref().map_or(ANONYMOUS_USER, |l| l.username.as_str());
-                let result = session::idle_hold(network.as_ref(), &session_target, idle.hold, login, user).await;
-                if result.state == SessionState::IdleKilled {
-                    tracing::warn!(target = %key.0, ip = %job.ip, detail = %result.detail, "idle session killed on the path");
+                let outcome = session::idle_hold(network.as_ref(), &session_target, idle.hold, login, user).await;
+                if outcome.idle.state == SessionState::IdleKilled {
+                    tracing::warn!(target = %key.0, ip = %job.ip, detail = %outcome.idle.detail, "idle session killed on the path");
                 }
-                shared.update(|state| {
-                    if let Some(id) = state.target_id(&key.0, key.1) {
-                        state.record_idle(id, job.ip, result);
+                if let Some(refused) = &outcome.refused_login {
+                    log_login(&key, refused);
+                }
+                let mut outcome = Some(outcome);
+                record(&mut |state, id| {
+                    if let Some(outcome) = outcome.take() {
+                        if let Some(refused) = outcome.refused_login {
+                            state.record_login(id, job.ip, refused, policy.login.as_ref());
+                        }
+                        state.record_idle(id, job.ip, outcome.idle, Some(idle));
                     }
                 });
             }
-            lock(&shared.sessions_in_flight).remove(&key);
+            drop(guard);
         });
     }
 }
@@ -565,7 +631,11 @@ pub async fn run<N: Network>(
                 continue;
             }
             _ = session_ticker.tick() => {
-                while sessions.try_join_next().is_some() {}
+                while let Some(ended) = sessions.try_join_next() {
+                    if let Err(err) = ended {
+                        tracing::error!(error = %err, "a session check task failed; it runs again when due");
+                    }
+                }
                 start_sessions(&shared, &network, &limits, &mut sessions);
                 continue;
             }
@@ -972,6 +1042,53 @@ mod tests {
         restore_known_keys(&fresh);
         fresh.update(|state| state.record_probe(TargetId(0), ip, ssh_result("SHA256:after", now)));
         assert!(ssh_problems(&fresh).is_empty(), "learned again from nothing");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_refused_login_is_not_tried_again_after_a_restart_before_its_interval() {
+        let dir = std::env::temp_dir().join(format!("wla-refused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // PATH is set in every test process: only the presence of a credential matters here.
+        let config = load(&format!(
+            "global:\n  state_dir: {}\ntargets:\n  - name: vendor\n    static: [192.0.2.7]\n    ssh:\n      auth: {{username: m, password_env: PATH}}\n",
+            dir.display()
+        ));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let now = SystemTime::now();
+        let nothing_running = |_: &str, _: u16, _: IpAddr| false;
+        let first = Shared::new(Arc::clone(&config));
+        let jobs = first.update(|state| {
+            state.record_probe(TargetId(0), ip, ssh_result("SHA256:key", now));
+            state.take_due_sessions(now, nothing_running)
+        });
+        assert!(jobs[0].due.login);
+        let login = config.targets[0].ssh.session.login.clone();
+        first.update(|state| {
+            let refused = LoginResult {
+                state: SessionState::AuthRejected,
+                methods: Some(vec!["password".into()]),
+                detail: "password for m was rejected".into(),
+                sftp: None,
+                finished_at: now,
+            };
+            state.record_login(TargetId(0), ip, refused, login.as_ref());
+        });
+        save_known_keys(&first);
+
+        let restarted = Shared::new(Arc::clone(&config));
+        restore_known_keys(&restarted);
+        let later = now + Duration::from_secs(600);
+        let jobs = restarted.update(|state| {
+            state.record_probe(TargetId(0), ip, ssh_result("SHA256:key", later));
+            state.take_due_sessions(later, nothing_running)
+        });
+        assert!(jobs.is_empty(), "refused 10 minutes ago, before the restart: {jobs:?}");
+        let shown = restarted.publish();
+        let session = shown.report.targets[0].addresses[0].session.clone().unwrap();
+        assert_eq!(session.login.unwrap().state, SessionState::AuthRejected, "still shown");
+        let due = restarted.update(|state| state.take_due_sessions(now + Duration::from_secs(900), nothing_running));
+        assert_eq!(due.len(), 1, "due again a full login_interval after the refusal");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

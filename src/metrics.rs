@@ -887,6 +887,7 @@ mod tests {
         let now = SystemTime::now();
         let open = ProbeResult::from_attempt(Attempt::ended(ProbeState::Open, Duration::ZERO, "ok"), 1, now);
         state.record_probe(TargetId(0), ip, open);
+        let session = state.config.targets[0].ssh.session.clone();
         state.record_idle(
             TargetId(0),
             ip,
@@ -897,6 +898,7 @@ mod tests {
                 detail: String::new(),
                 finished_at: now,
             },
+            session.idle,
         );
         state.record_login(
             TargetId(0),
@@ -912,6 +914,7 @@ mod tests {
                 }),
                 finished_at: now,
             },
+            session.login.as_ref(),
         );
         let text = rendered(&state);
         let at = r#"target="pool",ip="192.0.2.7",port="22""#;
@@ -930,6 +933,6 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("whitelist_audit_ssh_session_state{"))
             .count();
-        assert_eq!(states, 5 + 6 + 3, "every state of each check that ran");
+        assert_eq!(states, 5 + 7 + 3, "every state of each check that ran");
     }
 }

@@ -202,6 +202,10 @@ const INVALID: &[(&str, &str)] = &[
         "5:7: targets[0].ssh.clients: no SSH client to check: name at least one (the default is [openssh]) or describe one under `ssh.client_algorithms`",
     ),
     (
+        "ssh-auth-env-not-a-name.yml",
+        "7:23: targets[0].ssh.auth.password_env: not an environment variable name (letters, digits and _): name the variable that holds the password, never the password itself",
+    ),
+    (
         "ssh-auth-env-unset.yml",
         "7:23: targets[0].ssh.auth.password_env: the environment variable `WLA_FIXTURE_UNSET_VARIABLE` is not set (or not UTF-8) in the daemon's environment",
     ),

@@ -178,6 +178,17 @@ fn idle(file: &Path, key: &str, raw: &RawSsh) -> Result<Option<IdlePolicy>, Conf
             ),
         ));
     }
+    if raw.auth.is_none() && hold_value >= defaults::OPENSSH_LOGIN_GRACE_TIME {
+        // Accepted (a server may allow longer), but said at load: with OpenSSH's default the
+        // answer can only ever be `server_closed`.
+        tracing::warn!(
+            "{}:{}:{}: {key}.ssh.idle_hold: {} without ssh.auth is held before authentication, which OpenSSH ends after LoginGraceTime (120s by default): expect server_closed, not a path verdict; hold for less, or configure ssh.auth",
+            file.display(),
+            hold.referenced.line(),
+            hold.referenced.column(),
+            humantime::format_duration(hold_value)
+        );
+    }
     let concurrency = raw
         .idle_concurrency
         .as_ref()
@@ -297,6 +308,16 @@ fn credential(file: &Path, key: &str, value: &RawAuth) -> Result<Credential, Con
     let base = file.parent().unwrap_or_else(|| Path::new("."));
     let credential = if let Some(var) = &value.password_env {
         let name = var.value.trim();
+        let is_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !is_name {
+            // Not quoted: what is written here may be the secret itself.
+            return Err(at(
+                &var.referenced,
+                "password_env",
+                "not an environment variable name (letters, digits and _): name the variable that holds the password, never the password itself".to_string(),
+            ));
+        }
         match std::env::var(name) {
             Ok(secret) if !secret.is_empty() => Credential::Password {
                 secret: Secret(secret),

@@ -192,11 +192,14 @@ fn evaluate_target(
                 published,
                 whitelisted,
                 ssh: input.ssh.get(&ip).cloned(),
-                // Scheduled but not finished yet: nothing to show.
+                // Shown while the address is open only: a session verdict about an address that
+                // is now down (and cannot be checked again) would outlive its truth. Scheduled but
+                // not finished yet: nothing to show.
                 session: input
                     .sessions
                     .get(&ip)
                     .filter(|s| s.idle.is_some() || s.login.is_some())
+                    .filter(|_| probe.as_ref().is_some_and(|p| p.state == ProbeState::Open))
                     .cloned(),
                 probe,
                 finding,

@@ -45,6 +45,7 @@ impl SessionCheck {
                 S::AuthRejected,
                 S::AuthMethodNotOffered,
                 S::HostKeyMismatch,
+                S::HostKeyUnverified,
                 S::NotReached,
                 S::Error,
             ],
@@ -71,6 +72,9 @@ pub enum SessionState {
     AuthMethodNotOffered,
     /// The server presented a host key other than the proved or pinned one: no secret was sent.
     HostKeyMismatch,
+    /// No trusted host key for the address (none proved, or it changed recently, and no pin): no
+    /// login was made.
+    HostKeyUnverified,
     SftpOk,
     /// Logged in, but the `sftp` subsystem did not open or did not answer `realpath .`.
     SftpUnavailable,
@@ -90,6 +94,7 @@ impl SessionState {
             Self::AuthRejected => "auth_rejected",
             Self::AuthMethodNotOffered => "auth_method_not_offered",
             Self::HostKeyMismatch => "host_key_mismatch",
+            Self::HostKeyUnverified => "host_key_unverified",
             Self::SftpOk => "sftp_ok",
             Self::SftpUnavailable => "sftp_unavailable",
             Self::NotReached => "not_reached",
@@ -105,6 +110,7 @@ impl SessionState {
                 | Self::AuthRejected
                 | Self::AuthMethodNotOffered
                 | Self::HostKeyMismatch
+                | Self::HostKeyUnverified
                 | Self::SftpUnavailable
         )
     }
@@ -164,6 +170,60 @@ fn as_optional_seconds<S: serde::Serializer>(value: &Option<Duration>, s: S) -> 
     match value {
         Some(duration) => s.serialize_f64(duration.as_secs_f64()),
         None => s.serialize_none(),
+    }
+}
+
+/// A login the server refused, kept across restarts (`state_dir/ssh-host-keys.json`), so that a
+/// restart, or a crash loop, never sends a refused credential again before `login_interval`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RefusedLogin {
+    #[serde(rename = "at_unix", with = "unix_seconds")]
+    pub at: SystemTime,
+    pub detail: String,
+    pub methods: Option<Vec<String>>,
+}
+
+mod unix_seconds {
+    use std::time::{Duration, SystemTime};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::deserialize(d)?))
+    }
+}
+
+impl SessionReport {
+    /// The last login, if the server refused the credential: what is kept across restarts.
+    pub fn refused_login(&self) -> Option<RefusedLogin> {
+        let login = self.login.as_ref().filter(|l| l.state == SessionState::AuthRejected)?;
+        Some(RefusedLogin {
+            at: self.login_started.unwrap_or(login.finished_at),
+            detail: login.detail.clone(),
+            methods: login.methods.clone(),
+        })
+    }
+
+    /// A report that remembers a refusal from before a restart: the next login waits its interval.
+    pub fn from_refused(refused: RefusedLogin) -> Self {
+        Self {
+            login: Some(LoginResult {
+                state: SessionState::AuthRejected,
+                methods: refused.methods,
+                detail: format!(
+                    "{} (before a restart)",
+                    refused.detail.trim_end_matches(" (before a restart)")
+                ),
+                sftp: None,
+                finished_at: refused.at,
+            }),
+            login_started: Some(refused.at),
+            ..Self::default()
+        }
     }
 }
 
@@ -347,7 +407,7 @@ mod tests {
             .collect();
         labels.sort_unstable();
         labels.dedup();
-        assert_eq!(labels.len(), 11, "{labels:?}");
+        assert_eq!(labels.len(), 12, "{labels:?}");
     }
 
     #[test]

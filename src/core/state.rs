@@ -14,9 +14,11 @@ use super::audit::{self, Report, TargetInput};
 use super::dns_book::{Family, FamilyBooks};
 use super::list::{self, Validators};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
-use super::session::{self, IdleResult, LoginResult, SessionReport};
+use super::session::{self, IdleResult, LoginResult, RefusedLogin, SessionReport};
 use super::source::{Bogus, Failure, Reason, SourceKind, SourceReport, SourceStatus, never_a_vendor};
 use super::ssh::{self, KnownKey, SshEvidence, SshReport};
+use crate::config::session::{IdlePolicy, LoginPolicy};
+use crate::config::ssh::SshPolicy;
 use crate::config::{CheckKind, Config, Target};
 use crate::prefix;
 
@@ -207,8 +209,9 @@ pub struct SessionJob {
     pub target: TargetId,
     pub ip: IpAddr,
     pub due: session::Due,
-    /// The host keys the server must present before a secret is sent (empty: none known yet).
-    pub expected_keys: Vec<String>,
+    /// The host keys the server must present before a secret is sent; `None`: no secret may be
+    /// sent (an idle hold is then made without logging in).
+    pub login_keys: Option<Vec<String>>,
     /// Whether the last login here succeeded: an idle hold then logs in too.
     pub logged_in_before: bool,
 }
@@ -270,8 +273,9 @@ pub struct State {
     pub status: DaemonStatus,
     /// When this configuration was loaded: the static list's last success.
     pub loaded_at: SystemTime,
-    /// Whether a known host key changed since the shell last saved them.
-    pub known_keys_dirty: bool,
+    /// Whether what SSH remembers across restarts (known host keys, refused logins) changed since
+    /// the shell last saved it.
+    pub ssh_memory_dirty: bool,
 }
 
 impl State {
@@ -294,7 +298,7 @@ impl State {
             targets,
             status: DaemonStatus::default(),
             loaded_at,
-            known_keys_dirty: false,
+            ssh_memory_dirty: false,
         };
         for index in 0..state.targets.len() {
             state.recompute(TargetId(index));
@@ -388,9 +392,22 @@ impl State {
             carried.removed_total = previous.removed_total;
             carried.probe_errors.clone_from(&previous.probe_errors);
             carried.known_keys.clone_from(&previous.known_keys);
-            // A reload that changed the account or the hold starts those checks afresh.
-            if target.ssh.session == old_target.ssh.session {
-                carried.sessions.clone_from(&previous.sessions);
+            // A reload that changed the account, or the hold, starts that check afresh; the other
+            // keeps its schedule (a rejected login is not tried again because the hold changed).
+            let (same_login, same_idle) = (
+                target.ssh.session.login == old_target.ssh.session.login,
+                target.ssh.session.idle == old_target.ssh.session.idle,
+            );
+            for (ip, report) in &previous.sessions {
+                let kept = SessionReport {
+                    idle: report.idle.clone().filter(|_| same_idle),
+                    idle_started: report.idle_started.filter(|_| same_idle),
+                    login: report.login.clone().filter(|_| same_login),
+                    login_started: report.login_started.filter(|_| same_login),
+                };
+                if kept != SessionReport::default() {
+                    carried.sessions.insert(*ip, kept);
+                }
             }
             next.recompute(TargetId(index));
             // The clients or pins may have changed: every address is assessed again.
@@ -404,7 +421,7 @@ impl State {
             }
         }
         next.status = self.status;
-        next.known_keys_dirty = self.known_keys_dirty;
+        next.ssh_memory_dirty = self.ssh_memory_dirty;
         next
     }
 
@@ -603,7 +620,7 @@ impl State {
             let next = KnownKey::observe(known, key, result.finished_at);
             if known != Some(&next) {
                 state.known_keys.insert(ip, next);
-                self.known_keys_dirty = true;
+                self.ssh_memory_dirty = true;
             }
         }
         self.assess_ssh(id, ip, &result);
@@ -638,7 +655,7 @@ impl State {
             let before = state.known_keys.len();
             let probed = &state.probed;
             state.known_keys.retain(|ip, _| probed.contains(ip));
-            self.known_keys_dirty |= state.known_keys.len() != before;
+            self.ssh_memory_dirty |= state.known_keys.len() != before;
         }
     }
 
@@ -665,8 +682,15 @@ impl State {
     }
 
     /// The session checks to start now: on each address whose last probe found SSH open, what
-    /// is due. Each check's start is recorded here, so it is not handed out twice.
-    pub fn take_due_sessions(&mut self, now: SystemTime) -> Vec<SessionJob> {
+    /// is due and not still running (`running(target, port, ip)`). Each check's start is recorded
+    /// here, so it is not handed out twice. A login that would send the secret to a host key that
+    /// is not trusted (none proved yet, or one that changed within `ssh.host_key_change_hold`,
+    /// with no pin) is not started: it is recorded as `host_key_unverified` at once.
+    pub fn take_due_sessions(
+        &mut self,
+        now: SystemTime,
+        running: impl Fn(&str, u16, IpAddr) -> bool,
+    ) -> Vec<SessionJob> {
         let mut jobs = Vec::new();
         for (index, (target, state)) in self.config.targets.iter().zip(&mut self.targets).enumerate() {
             let policy = &target.ssh.session;
@@ -674,55 +698,113 @@ impl State {
                 continue;
             }
             for (ip, result) in &state.results {
-                if result.state != ProbeState::Open {
+                if result.state != ProbeState::Open || running(&target.name, target.port, *ip) {
                     continue;
                 }
-                let due = session::due(policy, state.sessions.get(ip), now);
+                let mut due = session::due(policy, state.sessions.get(ip), now);
                 if !due.idle && !due.login {
                     continue;
                 }
+                let trusted = trusted_keys(&target.ssh, state.known_keys.get(ip), now);
                 let report = state.sessions.entry(*ip).or_default();
+                if due.login {
+                    report.login_started = Some(now);
+                    if let Err(why) = &trusted {
+                        report.login = Some(LoginResult {
+                            state: session::SessionState::HostKeyUnverified,
+                            methods: None,
+                            detail: format!("no credential is sent: {why}"),
+                            sftp: None,
+                            finished_at: now,
+                        });
+                        due.login = false;
+                    }
+                }
                 if due.idle {
                     report.idle_started = Some(now);
                 }
-                if due.login {
-                    report.login_started = Some(now);
+                if !due.idle && !due.login {
+                    continue;
                 }
-                // A login sends a secret: only to the key the handshake proved, or a pinned one.
-                let expected_keys = if target.ssh.host_keys.is_empty() {
-                    state
-                        .known_keys
-                        .get(ip)
-                        .map(|k| vec![k.fingerprint.clone()])
-                        .unwrap_or_default()
-                } else {
-                    target.ssh.host_keys.clone()
-                };
                 jobs.push(SessionJob {
                     target: TargetId(index),
                     ip: *ip,
                     due,
-                    expected_keys,
                     logged_in_before: report.logged_in(),
+                    login_keys: trusted.ok(),
                 });
             }
         }
         jobs
     }
 
-    /// Stores how an idle hold ended, unless the address left the probed set meanwhile.
-    pub fn record_idle(&mut self, id: TargetId, ip: IpAddr, result: IdleResult) {
+    /// Stores how an idle hold ended, unless the address left the probed set meanwhile or a
+    /// reload changed the hold it was made under.
+    pub fn record_idle(&mut self, id: TargetId, ip: IpAddr, result: IdleResult, made_under: Option<IdlePolicy>) {
+        if self.config.targets[id.0].ssh.session.idle != made_under {
+            return;
+        }
         let state = &mut self.targets[id.0];
         if state.probed.contains(&ip) {
             state.sessions.entry(ip).or_default().idle = Some(result);
         }
     }
 
-    /// Stores how a login ended, unless the address left the probed set meanwhile.
-    pub fn record_login(&mut self, id: TargetId, ip: IpAddr, result: LoginResult) {
+    /// Stores how a login ended, unless the address left the probed set meanwhile or a reload
+    /// changed the account. The next login is due a full interval after this one ended.
+    pub fn record_login(&mut self, id: TargetId, ip: IpAddr, result: LoginResult, made_under: Option<&LoginPolicy>) {
+        if self.config.targets[id.0].ssh.session.login.as_ref() != made_under {
+            return;
+        }
         let state = &mut self.targets[id.0];
         if state.probed.contains(&ip) {
-            state.sessions.entry(ip).or_default().login = Some(result);
+            let report = state.sessions.entry(ip).or_default();
+            let was_refused = report.refused_login().is_some();
+            report.login_started = Some(
+                report
+                    .login_started
+                    .map_or(result.finished_at, |s| s.max(result.finished_at)),
+            );
+            report.login = Some(result);
+            // A refusal is remembered across restarts: the file changes when one comes or goes.
+            self.ssh_memory_dirty |= was_refused || report.refused_login().is_some();
+        }
+    }
+
+    /// Every target's refused logins, by target name and port: what the shell saves beside the
+    /// known host keys.
+    pub fn refused_logins(&self) -> Vec<(&str, u16, BTreeMap<IpAddr, RefusedLogin>)> {
+        self.config
+            .targets
+            .iter()
+            .zip(&self.targets)
+            .map(|(target, state)| {
+                let refused = state
+                    .sessions
+                    .iter()
+                    .filter_map(|(ip, report)| Some((*ip, report.refused_login()?)))
+                    .collect();
+                (target.name.as_str(), target.port, refused)
+            })
+            .collect()
+    }
+
+    /// Takes refused logins saved before a restart, for targets that still log in with the same
+    /// account... as far as a restart can tell: the target still has `ssh.auth`.
+    pub fn restore_refused_logins(&mut self, saved: Vec<(String, u16, BTreeMap<IpAddr, RefusedLogin>)>) {
+        for (name, port, refused) in saved {
+            let Some(TargetId(index)) = self.target_id(&name, port) else {
+                continue;
+            };
+            if self.config.targets[index].ssh.session.login.is_none() {
+                continue;
+            }
+            for (ip, login) in refused {
+                self.targets[index]
+                    .sessions
+                    .entry(ip)
+                    .or_insert_with(|| SessionReport::from_refused(login));
+            }
         }
     }
 
@@ -804,6 +886,25 @@ impl State {
 
 /// Applies one DNS refresh family by family; a family that failed fails the source (its addresses
 /// may be missing) and is returned.
+/// The host keys a secret may be sent to on an address: the pins, or else the key the handshake
+/// audit proved there, unless it changed within `host_key_change_hold`. `Err` says why none is.
+fn trusted_keys(policy: &SshPolicy, known: Option<&KnownKey>, now: SystemTime) -> Result<Vec<String>, String> {
+    if !policy.host_keys.is_empty() {
+        return Ok(policy.host_keys.clone());
+    }
+    match known {
+        None => Err(
+            "the handshake audit has proved no host key for this address (see its ssh_host_key_note); pin the vendor's key in ssh.host_keys".to_string(),
+        ),
+        Some(key) if key.changed_recently(now, policy.host_key_change_hold) => Err(format!(
+            "the host key changed to {} (it was {}); confirm it with the vendor and pin it in ssh.host_keys, or wait ssh.host_key_change_hold",
+            key.fingerprint,
+            key.previous.as_deref().unwrap_or("?")
+        )),
+        Some(key) => Ok(vec![key.fingerprint.clone()]),
+    }
+}
+
 fn apply_answers(
     books: &mut FamilyBooks,
     status: &mut SourceStatus,
@@ -1007,6 +1108,7 @@ mod tests {
 
     #[test]
     fn session_checks_run_on_open_addresses_once_per_interval_and_a_rejection_waits() {
+        let idle = |_: &str, _: u16, _: IpAddr| false;
         let mut state = State::new(sessions_config(""));
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let (up, down): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
@@ -1023,16 +1125,16 @@ mod tests {
                 previous: None,
             },
         );
-        let jobs = state.take_due_sessions(t0);
+        let jobs = state.take_due_sessions(t0, idle);
         assert_eq!(jobs.len(), 1, "only the open address: {jobs:?}");
         assert_eq!((jobs[0].ip, jobs[0].due.idle, jobs[0].due.login), (up, true, true));
         assert_eq!(
-            jobs[0].expected_keys,
-            ["SHA256:proved"],
+            jobs[0].login_keys,
+            Some(vec!["SHA256:proved".to_string()]),
             "the proved key guards the secret"
         );
         assert!(
-            state.take_due_sessions(t0 + Duration::from_secs(1)).is_empty(),
+            state.take_due_sessions(t0 + Duration::from_secs(1), idle).is_empty(),
             "started once"
         );
 
@@ -1043,12 +1145,13 @@ mod tests {
             sftp: None,
             finished_at: t0,
         };
-        state.record_login(TargetId(0), up, rejected);
+        let login = state.config.targets[0].ssh.session.login.clone();
+        state.record_login(TargetId(0), up, rejected, login.as_ref());
         assert!(
-            state.take_due_sessions(t0 + Duration::from_secs(899)).is_empty(),
+            state.take_due_sessions(t0 + Duration::from_secs(899), idle).is_empty(),
             "a rejected login is not tried again within login_interval"
         );
-        let jobs = state.take_due_sessions(t0 + Duration::from_secs(900));
+        let jobs = state.take_due_sessions(t0 + Duration::from_secs(900), idle);
         assert_eq!(
             (jobs[0].due.login, jobs[0].due.idle),
             (true, false),
@@ -1065,14 +1168,54 @@ mod tests {
         // An unchanged reload keeps the schedule; a changed hold starts it afresh.
         let same = state.reconfigured(&sessions_config(""));
         let mut same = same;
-        assert!(same.take_due_sessions(t0 + Duration::from_secs(901)).is_empty());
+        assert!(same.take_due_sessions(t0 + Duration::from_secs(901), idle).is_empty());
         let mut changed = state.reconfigured(&sessions_config("      idle_interval: 2h\n"));
-        assert_eq!(changed.take_due_sessions(t0 + Duration::from_secs(901)).len(), 1);
+        assert_eq!(changed.take_due_sessions(t0 + Duration::from_secs(901), idle).len(), 1);
         // Pins win over the key the address last proved.
         let pin = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
         let mut pinned = State::new(sessions_config(&format!("      host_keys: [\"{pin}\"]\n")));
         pinned.record_probe(TargetId(0), up, open_at(t0));
-        let jobs = pinned.take_due_sessions(t0);
-        assert_eq!(jobs[0].expected_keys, [pin]);
+        let jobs = pinned.take_due_sessions(t0, idle);
+        assert_eq!(jobs[0].login_keys, Some(vec![pin.to_string()]));
+
+        // A check still running is neither handed out again nor marked as started.
+        let mut busy = State::new(sessions_config(""));
+        busy.record_probe(TargetId(0), up, open_at(t0));
+        assert!(busy.take_due_sessions(t0, |_, _, _| true).is_empty());
+        assert!(
+            busy.targets[0]
+                .sessions
+                .get(&up)
+                .is_none_or(|r| r.login_started.is_none())
+        );
+    }
+
+    #[test]
+    fn no_secret_goes_to_a_key_that_is_unproved_or_changed_recently() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let up: IpAddr = "192.0.2.1".parse().unwrap();
+        let idle = |_: &str, _: u16, _: IpAddr| false;
+        for known in [
+            None,
+            Some(KnownKey {
+                fingerprint: "SHA256:new".into(),
+                key_type: "ssh-ed25519".into(),
+                since: t0 - Duration::from_secs(60),
+                previous: Some("SHA256:old".into()),
+            }),
+        ] {
+            let mut state = State::new(sessions_config(""));
+            state.record_probe(TargetId(0), up, open_at(t0));
+            if let Some(known) = known.clone() {
+                state.targets[0].known_keys.insert(up, known);
+            }
+            let jobs = state.take_due_sessions(t0, idle);
+            assert_eq!(jobs.len(), 1, "the idle hold still runs: {known:?}");
+            assert_eq!((jobs[0].due.login, jobs[0].due.idle), (false, true));
+            assert_eq!(jobs[0].login_keys, None, "the hold is made without logging in");
+            let login = state.targets[0].sessions[&up].login.clone().unwrap();
+            assert_eq!(login.state, session::SessionState::HostKeyUnverified, "{known:?}");
+            assert!(login.detail.contains("no credential is sent"), "{}", login.detail);
+        }
     }
 }

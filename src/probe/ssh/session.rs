@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::client_identification;
+use crate::config::CheckKind;
 use crate::config::session::{Credential, LoginPolicy};
 use crate::core::outcome::ProbeState;
 use crate::core::session::{AfterPause, IdleResult, LoginResult, SessionState, SftpResult, classify_idle, idle_detail};
@@ -89,8 +90,11 @@ impl<S> Watched<S> {
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        // A read into no room returns nothing without meaning the end.
+        let had_room = buf.remaining() > 0;
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         match &polled {
+            Poll::Ready(Ok(())) if !had_room => {}
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
                 self.watch.with(|seen| seen.last_read = Some(Instant::now()));
             }
@@ -176,6 +180,8 @@ fn russh_config() -> Arc<client::Config> {
         inactivity_timeout: None,
         keepalive_interval: None,
         nodelay: true,
+        // russh rekeys after an hour by default, which would break the silence of a long hold.
+        limits: russh::Limits::new(1 << 30, 1 << 30, 2 * crate::config::defaults::IDLE_HOLD_MAX),
         ..client::Config::default()
     })
 }
@@ -246,10 +252,8 @@ fn no_answer(what: &str, timeout: Duration) -> Authenticated {
 /// The methods the server offers `user` (its answer to `none`), or how asking ended otherwise.
 async fn offered_methods(session: &mut Session, user: &str, timeout: Duration) -> Result<Vec<String>, Authenticated> {
     match tokio::time::timeout(timeout, session.handle.authenticate_none(user)).await {
-        Ok(Ok(AuthResult::Success)) => Err(Authenticated::No(
-            SessionState::LoginOk,
-            format!("the server let {user} in without any authentication (method none)"),
-        )),
+        // In without a credential: logged in all the same (the detail of the login says so).
+        Ok(Ok(AuthResult::Success)) => Err(Authenticated::Yes),
         Ok(Ok(AuthResult::Failure { remaining_methods, .. })) => Ok(method_names(&remaining_methods)),
         Ok(Err(err)) => Err(Authenticated::No(
             SessionState::NotReached,
@@ -268,7 +272,7 @@ async fn authenticate(
     let user = policy.username.as_str();
     let offered = match offered_methods(session, user, timeout).await {
         Ok(offered) => offered,
-        Err(outcome @ Authenticated::No(SessionState::LoginOk, _)) => return (Some(vec!["none".into()]), outcome),
+        Err(Authenticated::Yes) => return (Some(vec!["none".into()]), Authenticated::Yes),
         Err(outcome) => return (None, outcome),
     };
     let method = policy.credential.method();
@@ -293,7 +297,12 @@ async fn authenticate(
         match &policy.credential {
             Credential::Password { secret, .. } => session.handle.authenticate_password(user, secret.expose()).await,
             Credential::PrivateKey { key, .. } => {
-                let hash = session.handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+                // A server that names no signature algorithms still gets SHA-256, never SHA-1
+                // `ssh-rsa`, which current servers refuse (a false `auth_rejected`).
+                let hash = match session.handle.best_supported_rsa_hash().await {
+                    Ok(Some(hash)) => hash,
+                    _ => Some(HashAlg::Sha256),
+                };
                 let key = PrivateKeyWithHashAlg::new(Arc::clone(key), hash);
                 session.handle.authenticate_publickey(user, key).await
             }
@@ -350,7 +359,14 @@ pub async fn login<N: Network>(network: &N, target: &SessionTarget, policy: &Log
             } else {
                 None
             };
-            let detail = format!("{} logged in with {}", policy.username, policy.credential.method());
+            let detail = if methods.as_deref() == Some(&["none".to_string()][..]) {
+                format!(
+                    "the server let {} in without any authentication (method none)",
+                    policy.username
+                )
+            } else {
+                format!("{} logged in with {}", policy.username, policy.credential.method())
+            };
             finish(SessionState::LoginOk, methods, detail, sftp)
         }
     };
@@ -408,6 +424,8 @@ async fn sftp_realpath(session: &Session, timeout: Duration) -> SftpResult {
         let sftp = russh_sftp::client::SftpSession::new(channel.into_stream())
             .await
             .map_err(|err| format!("the sftp subsystem did not answer its init: {err}"))?;
+        // Its own per-request timeout (10 s) must not cut a request shorter than global.timeout.
+        sftp.set_timeout(timeout.as_secs().max(1));
         let path = sftp
             .canonicalize(".")
             .await
@@ -430,35 +448,50 @@ async fn sftp_realpath(session: &Session, timeout: Duration) -> SftpResult {
     }
 }
 
+/// How an idle hold ended, and the login it made when that login was refused: the caller records
+/// it as the address's login, so a credential that stopped working is not sent again sooner.
+#[derive(Debug)]
+pub struct IdleOutcome {
+    pub idle: IdleResult,
+    pub refused_login: Option<LoginResult>,
+}
+
 /// Holds a session idle for `hold`, then makes a request that needs an answer. With `login`, the
 /// hold is made logged in (the request opens a session channel); without, before authentication
 /// (the request is the `none` authentication, which servers answer without counting a failure).
+/// A server whose key is not the expected one gets no secret: the hold is then made without.
 pub async fn idle_hold<N: Network>(
     network: &N,
     target: &SessionTarget,
     hold: Duration,
     login: Option<&LoginPolicy>,
     user: &str,
-) -> IdleResult {
+) -> IdleOutcome {
     let ip = target.address.ip();
-    let finish = |state, hold, authenticated, detail| IdleResult {
-        state,
-        hold,
-        authenticated,
-        detail,
-        finished_at: SystemTime::now(),
-    };
-    let unauthenticated = SessionTarget {
-        // Without a login no secret is at stake: any key will do, the hold is about the path.
-        expected_keys: if login.is_some() {
-            target.expected_keys.clone()
-        } else {
-            Vec::new()
+    let finish = |state, hold, authenticated, detail| IdleOutcome {
+        idle: IdleResult {
+            state,
+            hold,
+            authenticated,
+            detail,
+            finished_at: SystemTime::now(),
         },
+        refused_login: None,
+    };
+    // Without a login no secret is at stake: any key will do, the hold is about the path.
+    let anonymous = SessionTarget {
+        expected_keys: Vec::new(),
         ..target.clone()
     };
-    let mut session = match open(network, &unauthenticated).await {
-        Ok(session) => session,
+    let opened = match login {
+        Some(_) => match open(network, target).await {
+            Err((SessionState::HostKeyMismatch, _)) => open(network, &anonymous).await.map(|s| (s, None)),
+            other => other.map(|s| (s, login)),
+        },
+        None => open(network, &anonymous).await.map(|s| (s, None)),
+    };
+    let (mut session, login) = match opened {
+        Ok(opened) => opened,
         Err((state, detail)) => {
             let state = if state == SessionState::Error {
                 SessionState::Error
@@ -468,59 +501,98 @@ pub async fn idle_hold<N: Network>(
             return finish(state, Duration::ZERO, false, detail);
         }
     };
+    let mut refused_login = None;
     let authenticated = match login {
-        Some(policy) => matches!(
-            authenticate(&mut session, policy, target.timeout).await.1,
-            Authenticated::Yes
-        ),
+        Some(policy) => match authenticate(&mut session, policy, target.timeout).await {
+            (_, Authenticated::Yes) => true,
+            (methods, Authenticated::No(state, detail)) => {
+                if matches!(state, SessionState::AuthRejected | SessionState::AuthMethodNotOffered) {
+                    refused_login = Some(LoginResult {
+                        state,
+                        methods,
+                        detail: format!("at the start of an idle hold: {detail}"),
+                        sftp: None,
+                        finished_at: SystemTime::now(),
+                    });
+                }
+                false
+            }
+        },
         None => false,
     };
     let idle_from = session.watch.with(|seen| seen.last_read).unwrap_or_else(Instant::now);
-    let ended = session.watch.ended.notified();
+    let watch = Arc::clone(&session.watch);
+    let ended = watch.ended.notified();
     tokio::pin!(ended);
     ended.as_mut().enable();
-    // Ended early by the server (or a reset): no need to wait out the hold.
-    let _ = tokio::time::timeout_at(idle_from + hold, ended).await;
-    let pause = idle_from.elapsed();
-    let mut after = ended_early(&session, idle_from);
-    if after.is_none() {
-        let request = async {
-            if authenticated {
-                session.handle.channel_open_session().await.map(drop)
-            } else {
-                session.handle.authenticate_none(user.to_string()).await.map(|_| ())
-            }
-        };
-        after = Some(match tokio::time::timeout(target.timeout, request).await {
-            Ok(Ok(())) => AfterPause::Answered,
-            _ => ended_early(&session, idle_from).unwrap_or(AfterPause::Silent),
-        });
+    // Ended early by the server (or a reset), even before the wait began: no need to wait out the hold.
+    if ended_early(&session, idle_from).is_none() {
+        let _ = tokio::time::timeout_at(idle_from + hold, ended).await;
     }
-    let after = after.expect("set above");
+    let pause = idle_from.elapsed();
+    let after = match ended_early(&session, idle_from) {
+        Some(early) => early,
+        None => request_after_pause(&mut session, authenticated, user, target.timeout, idle_from).await,
+    };
     let hold_measured = match &after {
         AfterPause::ServerClosed { after, .. } => *after,
         _ => pause,
     };
     close(&session).await;
-    let fresh = if matches!(after, AfterPause::Silent | AfterPause::Reset) {
-        let deadline = Instant::now() + target.timeout;
-        Some(
-            tcp::connect(network, target.address, deadline, target.timeout)
-                .await
-                .is_ok(),
-        )
+    let (after, fresh) = if matches!(after, AfterPause::Silent | AfterPause::Reset) {
+        // A fresh connection must get as far as SSH: a load balancer or a hung sshd accepts TCP alone.
+        let fresh = super::super::attempt(network, target.address, CheckKind::Ssh, target.timeout).await;
+        match fresh.state {
+            ProbeState::Open => (after, Some(true)),
+            ProbeState::Error => (
+                AfterPause::LocalFault(format!("the fresh connection to compare with: {}", fresh.detail)),
+                None,
+            ),
+            _ => (after, Some(false)),
+        }
     } else {
-        None
+        (after, None)
     };
     let state = classify_idle(&after, fresh);
     let detail = match (state, fresh) {
         (SessionState::NotReached, _) => format!(
-            "held {} idle; then no answer, and a fresh connection to {ip} failed too: the address is down, not an idle timeout",
+            "held {} idle; then no answer, and a fresh connection to {ip} did not get as far as SSH either: the address is down, not an idle timeout",
             humantime::format_duration(Duration::from_secs(pause.as_secs()))
         ),
         _ => idle_detail(&after, hold_measured, authenticated, ip),
     };
-    finish(state, hold_measured, authenticated, detail)
+    let mut outcome = finish(state, hold_measured, authenticated, detail);
+    outcome.refused_login = refused_login;
+    outcome
+}
+
+/// Makes the request after the pause and says how it went. Any answer counts, a refusal too: a
+/// refused channel or an error message came over the path, so the path kept the flow.
+async fn request_after_pause(
+    session: &mut Session,
+    authenticated: bool,
+    user: &str,
+    timeout: Duration,
+    idle_from: Instant,
+) -> AfterPause {
+    let sent = Instant::now();
+    let request = async {
+        if authenticated {
+            session.handle.channel_open_session().await.map(drop)
+        } else {
+            session.handle.authenticate_none(user).await.map(drop)
+        }
+    };
+    let outcome = tokio::time::timeout(timeout, request).await;
+    if let Some(ended) = ended_early(session, idle_from) {
+        return ended;
+    }
+    let heard_back = session.watch.with(|seen| seen.last_read.is_some_and(|at| at >= sent));
+    match outcome {
+        Ok(Ok(()) | Err(russh::Error::ChannelOpenFailure(_))) => AfterPause::Answered,
+        _ if heard_back => AfterPause::Answered,
+        _ => AfterPause::Silent,
+    }
 }
 
 /// What the connection showed by itself since `idle_from`: closed by the server, or reset.
