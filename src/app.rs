@@ -409,7 +409,15 @@ impl Drop for InFlight {
 
 /// Starts every session check that is due, each in `tasks`. A login holds a probe's slots while
 /// it runs; an idle hold holds one of its target's idle slots instead.
-pub fn start_sessions<N: Network>(shared: &Arc<Shared>, network: &Arc<N>, limits: &Limits, tasks: &mut JoinSet<()>) {
+/// With `persist` (the daemon, never `check`), a refused login is saved to the state directory
+/// at once.
+pub fn start_sessions<N: Network>(
+    shared: &Arc<Shared>,
+    network: &Arc<N>,
+    limits: &Limits,
+    tasks: &mut JoinSet<()>,
+    persist: bool,
+) {
     let now = SystemTime::now();
     // Taken and marked in flight under one lock, so a check that is still running is neither
     // started twice nor counted as started (which would postpone it a whole interval).
@@ -472,6 +480,10 @@ pub fn start_sessions<N: Network>(shared: &Arc<Shared>, network: &Arc<N>, limits
                         state.record_login(id, job.ip, result, Some(login));
                     }
                 });
+                // A refusal is on disk at once: a restart right after it must not try again.
+                if persist {
+                    save_known_keys(&shared);
+                }
             }
             if let (true, Some(idle)) = (job.due.idle, policy.idle) {
                 let _slot = idle_slots.acquire().await.expect("idle semaphore closed");
@@ -494,6 +506,9 @@ pub fn start_sessions<N: Network>(shared: &Arc<Shared>, network: &Arc<N>, limits
                         state.record_idle(id, job.ip, outcome.idle, Some(idle));
                     }
                 });
+                if persist {
+                    save_known_keys(&shared);
+                }
             }
             drop(guard);
         });
@@ -568,7 +583,7 @@ pub async fn check_once<N: Network>(
     let limits = Limits::new(&config);
     sweep(Arc::clone(&shared), Arc::clone(&network), limits.clone(), None, true).await;
     let mut sessions = JoinSet::new();
-    start_sessions(&shared, &network, &limits, &mut sessions);
+    start_sessions(&shared, &network, &limits, &mut sessions, false);
     if !sessions.is_empty() {
         while sessions.join_next().await.is_some() {}
         shared.publish();
@@ -636,7 +651,7 @@ pub async fn run<N: Network>(
                         tracing::error!(error = %err, "a session check task failed; it runs again when due");
                     }
                 }
-                start_sessions(&shared, &network, &limits, &mut sessions);
+                start_sessions(&shared, &network, &limits, &mut sessions, true);
                 continue;
             }
             _ = ticker.tick() => {}
@@ -1089,6 +1104,19 @@ mod tests {
         assert_eq!(session.login.unwrap().state, SessionState::AuthRejected, "still shown");
         let due = restarted.update(|state| state.take_due_sessions(now + Duration::from_secs(900), nothing_running));
         assert_eq!(due.len(), 1, "due again a full login_interval after the refusal");
+
+        // Another account was never refused: it logs in at once.
+        let other = load(&format!(
+            "global:\n  state_dir: {}\ntargets:\n  - name: vendor\n    static: [192.0.2.7]\n    ssh:\n      auth: {{username: other, password_env: PATH}}\n",
+            dir.display()
+        ));
+        let switched = Shared::new(other);
+        restore_known_keys(&switched);
+        let jobs = switched.update(|state| {
+            state.record_probe(TargetId(0), ip, ssh_result("SHA256:key", later));
+            state.take_due_sessions(later, nothing_running)
+        });
+        assert!(jobs.first().is_some_and(|j| j.due.login), "{jobs:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

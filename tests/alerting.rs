@@ -130,7 +130,7 @@ fn build(lab: &mut Lab) -> Users {
     let config = lab.write(
         "audit.yml",
         &format!(
-            "global:\n  interval: 1s\n  timeout: 500ms\n  attempts: 1\n  whitelist: whitelist.yml\ntargets:\n  - name: vendor-sftp\n    host: {HOST}\n    resolvers: [\"192.0.2.53:5353\"]\n    dns_queries: 1\n    ssh:\n      clients: [openssh]\n      client_algorithms: {{kex: [curve25519-sha256], host_key: [ssh-ed25519], ciphers: [aes128-cbc], macs: [hmac-sha1]}}\n      idle_hold: 1s\n      idle_interval: 2s\n      auth: {{username: {monitor}, password_file: monitor-password}}\n      sftp: true\n  - name: vendor-list\n    published:\n      - path: vendor-list.txt\n"
+            "global:\n  interval: 1s\n  timeout: 500ms\n  attempts: 1\n  whitelist: whitelist.yml\ntargets:\n  - name: vendor-sftp\n    host: {HOST}\n    resolvers: [\"192.0.2.53:5353\"]\n    dns_queries: 1\n    ssh:\n      clients: [openssh]\n      client_algorithms: {{kex: [curve25519-sha256], host_key: [ssh-ed25519], ciphers: [aes128-cbc], macs: [hmac-sha1]}}\n      idle_hold: 1s\n      auth: {{username: {monitor}, password_file: monitor-password}}\n      sftp: true\n  - name: vendor-list\n    published:\n      - path: vendor-list.txt\n"
         ),
     );
     lab.serve(&config, "127.0.0.1:10022");

@@ -206,8 +206,20 @@ const INVALID: &[(&str, &str)] = &[
         "7:23: targets[0].ssh.auth.password_env: not an environment variable name (letters, digits and _): name the variable that holds the password, never the password itself",
     ),
     (
+        "ssh-idle-interval-below-login.yml",
+        "6:22: targets[0].ssh.idle_interval: ssh.idle_interval (10m) must not be shorter than ssh.login_interval (15m): with ssh.auth every hold logs in, and logins are bounded by login_interval",
+    ),
+    (
+        "ssh-auth-env-lowercase.yml",
+        "7:23: targets[0].ssh.auth.password_env: the environment variable named at this key (not repeated here: it has lower-case letters, as a pasted password would) is not set (or not UTF-8) in this process's environment; `validate` and `check` read the secret as `serve` does",
+    ),
+    (
+        "ssh-auth-two-line-password.yml",
+        "7:24: targets[0].ssh.auth.password_file: `tests/fixtures/invalid/../secrets/two-lines.txt` has more than one line: the password is the file's one line",
+    ),
+    (
         "ssh-auth-env-unset.yml",
-        "7:23: targets[0].ssh.auth.password_env: the environment variable `WLA_FIXTURE_UNSET_VARIABLE` is not set (or not UTF-8) in the daemon's environment",
+        "7:23: targets[0].ssh.auth.password_env: the environment variable `WLA_FIXTURE_UNSET_VARIABLE` is not set (or not UTF-8) in this process's environment; `validate` and `check` read the secret as `serve` does",
     ),
     (
         "ssh-auth-missing-key-file.yml",

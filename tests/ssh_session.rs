@@ -292,6 +292,16 @@ fn the_secret_never_shows_in_output_logs_or_metrics() {
     );
     assert!(body.contains("methods=\"publickey,password\""), "{body}");
     assert!(!body.contains(&password), "the password leaked into /metrics");
+    // The refusals are on disk at once (a restart must not try them again), without the secret.
+    let memory = std::fs::read_to_string(lab.dir.join("state/ssh-host-keys.json")).unwrap_or_default();
+    assert!(
+        memory.contains("refused_logins") && memory.contains("192.0.2.4"),
+        "{memory}"
+    );
+    assert!(
+        !memory.contains(&password),
+        "the password leaked into the state directory"
+    );
     let logs = lab.logs();
     assert!(logs.contains("SSH login check failed"), "debug logs were read: {logs}");
     assert!(!logs.contains(&password), "the password leaked into the daemon's log");

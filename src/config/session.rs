@@ -90,6 +90,14 @@ pub struct LoginPolicy {
     pub interval: Duration,
 }
 
+impl LoginPolicy {
+    /// The account as remembered across restarts: the user and where the secret is read, never
+    /// the secret.
+    pub fn account(&self) -> String {
+        format!("{} {}", self.username, self.credential.source())
+    }
+}
+
 /// Both session checks of one target; each `None` when off.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionPolicy {
@@ -123,6 +131,24 @@ pub fn build(file: &Path, key: &str, raw: &RawSsh) -> Result<SessionPolicy, Conf
             None
         }
     };
+    if let (Some(idle), Some(login)) = (idle, &login)
+        && idle.interval < login.interval
+    {
+        let location = raw.idle_interval.as_ref().map_or_else(
+            || raw.idle_hold.as_ref().expect("idle is on").referenced,
+            |d| d.referenced,
+        );
+        return Err(ConfigError::at(
+            file,
+            &location,
+            format!("{key}.ssh.idle_interval"),
+            format!(
+                "ssh.idle_interval ({}) must not be shorter than ssh.login_interval ({}): with ssh.auth every hold logs in, and logins are bounded by login_interval",
+                humantime::format_duration(idle.interval),
+                humantime::format_duration(login.interval)
+            ),
+        ));
+    }
     if idle.is_none() {
         for (name, given) in [
             ("idle_interval", raw.idle_interval.as_ref().map(|d| d.referenced)),
@@ -321,20 +347,23 @@ fn credential(file: &Path, key: &str, value: &RawAuth) -> Result<Credential, Con
         match std::env::var(name) {
             Ok(secret) if !secret.is_empty() => Credential::Password {
                 secret: Secret(secret),
-                from: format!("environment variable {name}"),
+                from: format!("environment variable {}", shown_name(name).trim_matches('`')),
             },
             Ok(_) => {
                 return Err(at(
                     &var.referenced,
                     "password_env",
-                    format!("the environment variable `{name}` is empty"),
+                    format!("the environment variable {} is empty", shown_name(name)),
                 ));
             }
             Err(_) => {
                 return Err(at(
                     &var.referenced,
                     "password_env",
-                    format!("the environment variable `{name}` is not set (or not UTF-8) in the daemon's environment"),
+                    format!(
+                        "the environment variable {} is not set (or not UTF-8) in this process's environment; `validate` and `check` read the secret as `serve` does",
+                        shown_name(name)
+                    ),
                 ));
             }
         }
@@ -343,6 +372,17 @@ fn credential(file: &Path, key: &str, value: &RawAuth) -> Result<Credential, Con
         let text = read_secret_file(&full).map_err(|message| at(&path.referenced, "password_file", message))?;
         // Files written by `echo` end in a newline that is not part of the password.
         let secret = text.trim_end_matches(['\n', '\r']).to_string();
+        if secret.contains(['\n', '\r']) {
+            // Sent as is, the whole file would be refused, and count against the account's lockout.
+            return Err(at(
+                &path.referenced,
+                "password_file",
+                format!(
+                    "`{}` has more than one line: the password is the file's one line",
+                    full.display()
+                ),
+            ));
+        }
         if secret.is_empty() {
             return Err(at(
                 &path.referenced,
@@ -377,6 +417,17 @@ fn credential(file: &Path, key: &str, value: &RawAuth) -> Result<Credential, Con
         }
     };
     Ok(credential)
+}
+
+/// The name of a `password_env` variable for a message: quoted when it looks like one
+/// (`VENDOR_SFTP_PASSWORD`); a name with lower-case letters may be a password pasted in the
+/// wrong place, and is not repeated.
+fn shown_name(name: &str) -> String {
+    if name.chars().any(|c| c.is_ascii_lowercase()) {
+        "named at this key (not repeated here: it has lower-case letters, as a pasted password would)".to_string()
+    } else {
+        format!("`{name}`")
+    }
 }
 
 /// Reads a small secret file; the message never quotes its content.

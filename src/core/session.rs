@@ -179,6 +179,10 @@ fn as_optional_seconds<S: serde::Serializer>(value: &Option<Duration>, s: S) -> 
 pub struct RefusedLogin {
     #[serde(rename = "at_unix", with = "unix_seconds")]
     pub at: SystemTime,
+    /// The user and where the secret was read (never the secret): a refusal of another account
+    /// is not carried over.
+    #[serde(default)]
+    pub account: String,
     pub detail: String,
     pub methods: Option<Vec<String>>,
 }
@@ -199,10 +203,11 @@ mod unix_seconds {
 
 impl SessionReport {
     /// The last login, if the server refused the credential: what is kept across restarts.
-    pub fn refused_login(&self) -> Option<RefusedLogin> {
+    pub fn refused_login(&self, account: &str) -> Option<RefusedLogin> {
         let login = self.login.as_ref().filter(|l| l.state == SessionState::AuthRejected)?;
         Some(RefusedLogin {
             at: self.login_started.unwrap_or(login.finished_at),
+            account: account.to_string(),
             detail: login.detail.clone(),
             methods: login.methods.clone(),
         })

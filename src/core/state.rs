@@ -421,7 +421,13 @@ impl State {
             }
         }
         next.status = self.status;
-        next.ssh_memory_dirty = self.ssh_memory_dirty;
+        // A reload may drop remembered refusals (another account, a target gone): save again.
+        let refusals = self
+            .targets
+            .iter()
+            .flat_map(|t| t.sessions.values())
+            .any(|r| r.refused_login("").is_some());
+        next.ssh_memory_dirty = self.ssh_memory_dirty || refusals;
         next
     }
 
@@ -759,7 +765,7 @@ impl State {
         let state = &mut self.targets[id.0];
         if state.probed.contains(&ip) {
             let report = state.sessions.entry(ip).or_default();
-            let was_refused = report.refused_login().is_some();
+            let was_refused = report.refused_login("").is_some();
             report.login_started = Some(
                 report
                     .login_started
@@ -767,7 +773,7 @@ impl State {
             );
             report.login = Some(result);
             // A refusal is remembered across restarts: the file changes when one comes or goes.
-            self.ssh_memory_dirty |= was_refused || report.refused_login().is_some();
+            self.ssh_memory_dirty |= was_refused || report.refused_login("").is_some();
         }
     }
 
@@ -779,10 +785,11 @@ impl State {
             .iter()
             .zip(&self.targets)
             .map(|(target, state)| {
+                let account = target.ssh.session.login.as_ref().map(LoginPolicy::account);
                 let refused = state
                     .sessions
                     .iter()
-                    .filter_map(|(ip, report)| Some((*ip, report.refused_login()?)))
+                    .filter_map(|(ip, report)| Some((*ip, report.refused_login(account.as_deref()?)?)))
                     .collect();
                 (target.name.as_str(), target.port, refused)
             })
@@ -796,10 +803,17 @@ impl State {
             let Some(TargetId(index)) = self.target_id(&name, port) else {
                 continue;
             };
-            if self.config.targets[index].ssh.session.login.is_none() {
+            let Some(account) = self.config.targets[index]
+                .ssh
+                .session
+                .login
+                .as_ref()
+                .map(LoginPolicy::account)
+            else {
                 continue;
-            }
-            for (ip, login) in refused {
+            };
+            // Another user, or a secret read from elsewhere, has not been refused yet.
+            for (ip, login) in refused.into_iter().filter(|(_, login)| login.account == account) {
                 self.targets[index]
                     .sessions
                     .entry(ip)

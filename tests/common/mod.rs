@@ -495,9 +495,46 @@ impl Lab {
     }
 }
 
+/// Every descendant of `pid`, found through /proc by parent pid (never by name).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The field after the parenthesised command is the state, then the parent pid.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(parent) = parent {
+            parents.entry(parent).or_default().push(child);
+        }
+    }
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(next) = queue.pop() {
+        for &child in parents.get(&next).into_iter().flatten() {
+            if found.len() < 10_000 && !found.contains(&child) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for child in &mut self.children {
+            // What our processes started (an sshd's session processes, whose flows a test may have
+            // cut) goes with them: nothing of the lab outlives it.
+            for pid in descendants(child.id()) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -570,7 +607,8 @@ impl Users {
 impl Drop for Users {
     fn drop(&mut self) {
         for name in &self.0 {
-            let _ = Command::new("userdel").arg(name).output();
+            // -f: a session of the user that the lab has not stopped yet must not keep the account.
+            let _ = Command::new("userdel").args(["-f", name]).output();
         }
     }
 }
