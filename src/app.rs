@@ -82,6 +82,16 @@ impl Shared {
         out
     }
 
+    /// Changes what the state holds for the target named `name` probing `port`, found again by
+    /// name and port (a reload since the work started may have renumbered or removed it).
+    pub fn update_target(&self, name: &str, port: u16, f: impl FnOnce(&mut State, TargetId)) {
+        self.update(|state| {
+            if let Some(id) = state.target_id(name, port) {
+                f(state, id);
+            }
+        });
+    }
+
     /// Changes the state under its lock; the snapshot is marked out of date only when `f` says
     /// it changed something.
     pub fn update_if<R>(&self, f: impl FnOnce(&mut State) -> (R, bool)) -> R {
@@ -348,12 +358,7 @@ pub async fn sweep<N: Network>(
             }
             let result = probe::probe(network.as_ref(), ip, spec, &target_slots, &global_slots).await;
             lock(&shared.in_flight).remove(&key);
-            shared.update(|state| {
-                // Found again by name and port: a reload may have renumbered the targets.
-                if let Some(id) = state.target_id(&key.0, key.1) {
-                    state.record_probe(id, ip, result);
-                }
-            });
+            shared.update_target(&key.0, key.1, |state, id| state.record_probe(id, ip, result));
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -457,14 +462,6 @@ pub fn start_sessions<N: Network>(
         let idle_slots = Arc::clone(&limits.idle[job.target.0]);
         tasks.spawn(async move {
             let key = guard.key.clone();
-            // Found again by name and port: a reload may have renumbered the targets.
-            let record = |f: &mut dyn FnMut(&mut State, TargetId)| {
-                shared.update(|state| {
-                    if let Some(id) = state.target_id(&key.0, key.1) {
-                        f(state, id);
-                    }
-                });
-            };
             let mut logged_in = job.logged_in_before;
             if let (true, Some(login)) = (job.due.login, &policy.login) {
                 let result = {
@@ -474,11 +471,8 @@ pub fn start_sessions<N: Network>(
                 };
                 logged_in = result.state == SessionState::LoginOk;
                 log_login(&key, &result);
-                let mut result = Some(result);
-                record(&mut |state, id| {
-                    if let Some(result) = result.take() {
-                        state.record_login(id, job.ip, result, Some(login));
-                    }
+                shared.update_target(&key.0, key.1, |state, id| {
+                    state.record_login(id, job.ip, result, Some(login));
                 });
                 // A refusal is on disk at once: a restart right after it must not try again.
                 if persist {
@@ -497,14 +491,11 @@ pub fn start_sessions<N: Network>(
                 if let Some(refused) = &outcome.refused_login {
                     log_login(&key, refused);
                 }
-                let mut outcome = Some(outcome);
-                record(&mut |state, id| {
-                    if let Some(outcome) = outcome.take() {
-                        if let Some(refused) = outcome.refused_login {
-                            state.record_login(id, job.ip, refused, policy.login.as_ref());
-                        }
-                        state.record_idle(id, job.ip, outcome.idle, Some(idle));
+                shared.update_target(&key.0, key.1, |state, id| {
+                    if let Some(refused) = outcome.refused_login {
+                        state.record_login(id, job.ip, refused, policy.login.as_ref());
                     }
+                    state.record_idle(id, job.ip, outcome.idle, Some(idle));
                 });
                 if persist {
                     save_known_keys(&shared);

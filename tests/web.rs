@@ -32,9 +32,8 @@ fn run(program: &str, args: &[&str], dir: &Path) -> Output {
     output
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
-fn certificates(dir: &Path) {
-    let days = ["-days", "2"];
+/// A self-signed P-256 certificate `NAME.pem` with its key `NAME.key` in `dir`, valid two days.
+fn self_signed(dir: &Path, name: &str, common_name: &str) {
     run(
         "openssl",
         &[
@@ -46,16 +45,21 @@ fn certificates(dir: &Path) {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            "ca.key",
+            &format!("{name}.key"),
             "-out",
-            "ca.pem",
+            &format!("{name}.pem"),
             "-subj",
-            "/CN=test CA",
-            days[0],
-            days[1],
+            &format!("/CN={common_name}"),
+            "-days",
+            "2",
         ],
         dir,
     );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn certificates(dir: &Path) {
+    self_signed(dir, "ca", "test CA");
     for (name, extension) in [
         ("server", "subjectAltName=IP:127.0.0.1"),
         ("client", "extendedKeyUsage=clientAuth"),
@@ -95,8 +99,8 @@ fn certificates(dir: &Path) {
                 &format!("{name}.pem"),
                 "-extfile",
                 &format!("{name}.ext"),
-                days[0],
-                days[1],
+                "-days",
+                "2",
             ],
             dir,
         );
@@ -312,27 +316,7 @@ fn a_required_client_certificate_is_checked_in_the_handshake() {
     let (status, body) = curl(&dir, &url, &["--cert", "client.pem", "--key", "client.key"]);
     assert_eq!(status, 200, "{body}");
     // A certificate its own CA signed is not one of ours.
-    run(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "stranger.key",
-            "-out",
-            "stranger.pem",
-            "-subj",
-            "/CN=stranger",
-            "-days",
-            "2",
-        ],
-        &dir,
-    );
+    self_signed(&dir, "stranger", "stranger");
     assert_eq!(
         curl(&dir, &url, &["--cert", "stranger.pem", "--key", "stranger.key"]).0,
         0

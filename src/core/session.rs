@@ -126,7 +126,7 @@ pub struct IdleResult {
     /// Whether the hold was made logged in (with the monitoring account) or before authentication.
     pub authenticated: bool,
     pub detail: String,
-    #[serde(rename = "finished_at_unix", serialize_with = "as_unix_seconds")]
+    #[serde(rename = "finished_at_unix", serialize_with = "super::ssh::unix_seconds::serialize")]
     pub finished_at: SystemTime,
 }
 
@@ -153,16 +153,12 @@ pub struct LoginResult {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sftp: Option<SftpResult>,
-    #[serde(rename = "finished_at_unix", serialize_with = "as_unix_seconds")]
+    #[serde(rename = "finished_at_unix", serialize_with = "super::ssh::unix_seconds::serialize")]
     pub finished_at: SystemTime,
 }
 
 fn as_seconds<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(value.as_secs_f64())
-}
-
-fn as_unix_seconds<S: serde::Serializer>(value: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(value.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 #[allow(clippy::ref_option)] // serde's `serialize_with` passes `&Option<T>`
@@ -177,7 +173,7 @@ fn as_optional_seconds<S: serde::Serializer>(value: &Option<Duration>, s: S) -> 
 /// restart, or a crash loop, never sends a refused credential again before `login_interval`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RefusedLogin {
-    #[serde(rename = "at_unix", with = "unix_seconds")]
+    #[serde(rename = "at_unix", with = "super::ssh::unix_seconds")]
     pub at: SystemTime,
     /// The user and where the secret was read (never the secret): a refusal of another account
     /// is not carried over.
@@ -187,30 +183,23 @@ pub struct RefusedLogin {
     pub methods: Option<Vec<String>>,
 }
 
-mod unix_seconds {
-    use std::time::{Duration, SystemTime};
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::deserialize(d)?))
-    }
-}
-
 impl SessionReport {
     /// The last login, if the server refused the credential: what is kept across restarts.
     pub fn refused_login(&self, account: &str) -> Option<RefusedLogin> {
-        let login = self.login.as_ref().filter(|l| l.state == SessionState::AuthRejected)?;
+        let login = self.login.as_ref().filter(|_| self.is_refused())?;
         Some(RefusedLogin {
             at: self.login_started.unwrap_or(login.finished_at),
             account: account.to_string(),
             detail: login.detail.clone(),
             methods: login.methods.clone(),
         })
+    }
+
+    /// Whether the server refused the last login's credential.
+    pub fn is_refused(&self) -> bool {
+        self.login
+            .as_ref()
+            .is_some_and(|l| l.state == SessionState::AuthRejected)
     }
 
     /// A report that remembers a refusal from before a restart: the next login waits its interval.

@@ -413,7 +413,9 @@ impl KnownKey {
     }
 }
 
-mod unix_seconds {
+/// A time as whole seconds since the Unix epoch, in the JSON the project writes (`check`'s output,
+/// the state directory's files).
+pub(crate) mod unix_seconds {
     use std::time::{Duration, SystemTime};
 
     use serde::{Deserialize, Deserializer, Serializer};

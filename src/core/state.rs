@@ -426,7 +426,7 @@ impl State {
             .targets
             .iter()
             .flat_map(|t| t.sessions.values())
-            .any(|r| r.refused_login("").is_some());
+            .any(SessionReport::is_refused);
         next.ssh_memory_dirty = self.ssh_memory_dirty || refusals;
         next
     }
@@ -765,7 +765,7 @@ impl State {
         let state = &mut self.targets[id.0];
         if state.probed.contains(&ip) {
             let report = state.sessions.entry(ip).or_default();
-            let was_refused = report.refused_login("").is_some();
+            let was_refused = report.is_refused();
             report.login_started = Some(
                 report
                     .login_started
@@ -773,7 +773,7 @@ impl State {
             );
             report.login = Some(result);
             // A refusal is remembered across restarts: the file changes when one comes or goes.
-            self.ssh_memory_dirty |= was_refused || report.refused_login("").is_some();
+            self.ssh_memory_dirty |= was_refused || report.is_refused();
         }
     }
 
