@@ -19,11 +19,13 @@ use tokio::time::Instant;
 use crate::config::{self, Config, ConfigError};
 use serde::{Deserialize, Serialize};
 
+use crate::core::history::History;
 use crate::core::outcome::ProbeState;
 use crate::core::session::{LoginResult, RefusedLogin, SessionState};
 use crate::core::ssh::KnownKey;
 use crate::core::state::{Change, Snapshot, State, SweepStatus, TargetId};
 use crate::discovery::Discovery;
+use crate::history_log::{self, HistoryLog};
 use crate::prefix::prefix_label;
 use crate::probe::ssh::session::{self, SessionTarget};
 use crate::probe::{self, Network, ProbeSpec};
@@ -33,6 +35,9 @@ use crate::state_file;
 /// thousands of results renders one snapshot a second, not one per result (at 10,000 addresses a
 /// snapshot costs ~16 ms: `cargo bench --bench snapshot`). Prometheus scrapes every 15-60 s.
 pub const PUBLISH_COALESCE: Duration = Duration::from_secs(1);
+
+/// How many of the most recent changes the page and the API show; the file keeps more.
+pub const HISTORY_IN_MEMORY: usize = 10_000;
 
 /// State shared by the scheduler, the probes and the publisher.
 #[derive(Debug)]
@@ -48,6 +53,10 @@ pub struct Shared {
     in_flight: Mutex<HashSet<(String, u16, IpAddr)>>,
     /// The same for session checks (an idle hold lasts minutes).
     sessions_in_flight: Mutex<HashSet<(String, u16, IpAddr)>>,
+    /// What changed when; taken with `publishing` held, so events come in snapshot order.
+    history: Mutex<History>,
+    /// The history's file (`serve` only: `check` reads the file but never writes it).
+    history_log: Mutex<Option<HistoryLog>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,7 +76,26 @@ impl Shared {
             dirty: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
             sessions_in_flight: Mutex::new(HashSet::new()),
+            history: Mutex::new(History::new(HISTORY_IN_MEMORY)),
+            history_log: Mutex::new(None),
         })
+    }
+
+    /// Reads the history in the state directory, so `since` goes on from where the last run
+    /// left it; with `keep_writing`, every change from now on is appended to it (`serve`).
+    pub fn restore_history(&self, keep_writing: bool) {
+        let global = &self.config().global;
+        history_log::restore(&global.state_dir, &mut lock(&self.history));
+        if keep_writing {
+            match HistoryLog::open(&global.state_dir, global.history_max_bytes) {
+                Ok(log) => *lock(&self.history_log) = Some(log),
+                Err(error) => tracing::warn!(
+                    dir = %global.state_dir.display(),
+                    %error,
+                    "history: cannot open its file; changes are kept in memory only (and lost at restart)"
+                ),
+            }
+        }
     }
 
     /// Runs `f` on the state under its lock.
@@ -111,7 +139,16 @@ impl Shared {
     pub fn publish(&self) -> Arc<Snapshot> {
         let _one_at_a_time = lock(&self.publishing);
         let copy = self.with_state(State::clone);
-        let snapshot = Arc::new(copy.snapshot());
+        let mut snapshot = copy.snapshot();
+        {
+            let mut history = lock(&self.history);
+            let events = history.observe(&mut snapshot.report, snapshot.taken_at);
+            if let Some(log) = lock(&self.history_log).as_mut() {
+                log.append(&events, &history);
+            }
+            snapshot.history = history.recent();
+        }
+        let snapshot = Arc::new(snapshot);
         self.published.send_replace(Arc::clone(&snapshot));
         snapshot
     }
@@ -569,6 +606,7 @@ pub async fn check_once<N: Network>(
     });
     let discovery = Discovery::new();
     restore(&shared, &discovery);
+    shared.restore_history(false);
     refresh(&shared, &discovery, false).await;
     discovering.store(false, std::sync::atomic::Ordering::Relaxed);
     let limits = Limits::new(&config);
@@ -611,6 +649,7 @@ pub async fn run<N: Network>(
     let discovery = Discovery::new();
     restore(&shared, &discovery);
     restore_known_keys(&shared);
+    shared.restore_history(true);
     loop {
         tokio::select! {
             () = &mut shutdown => {

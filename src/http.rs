@@ -1,5 +1,6 @@
-//! The HTTP endpoints, Prometheus-style: `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload`. Every
-//! read renders the latest published snapshot; none takes the probes' lock.
+//! The HTTP endpoints: the status page `/`, the JSON API `/api/v1/...`, and Prometheus-style
+//! `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload`. Every read renders the latest published
+//! snapshot; none takes the probes' lock.
 //!
 //! The listener is bounded so that no client can take from the probes what they need: at most
 //! `max_connections` at once (more are closed at accept), a connection that has not sent a whole
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +26,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::config::ConfigError;
 use crate::config::web::{ClientAuth, TlsSettings, TlsVersion, WebConfig};
+use crate::core::event::{self, Aspect, EventQuery};
 use crate::core::state::Snapshot;
+use crate::output::AddressFilter;
 
 /// A request to reload the configuration, with a channel for the outcome.
 pub type ReloadRequest = oneshot::Sender<Result<(), ConfigError>>;
@@ -270,6 +273,8 @@ pub fn router(
     };
     Router::new()
         .route("/", get(index))
+        .route("/api/v1/snapshot", get(api_snapshot))
+        .route("/api/v1/history", get(api_history))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(ready))
@@ -407,12 +412,103 @@ pub async fn serve(
     connections.abort_all();
 }
 
-async fn index() -> Html<&'static str> {
-    Html(
-        "<html><head><title>whitelist-audit</title></head><body><h1>whitelist-audit</h1>\
-         <p><a href=\"/metrics\">Metrics</a> &middot; <a href=\"/-/healthy\">Health</a> &middot; \
-         <a href=\"/-/ready\">Ready</a></p></body></html>",
-    )
+async fn index(State(web): State<Web>, Query(filter): Query<AddressFilter>) -> Html<String> {
+    let snapshot = Arc::clone(&web.snapshots.borrow());
+    Html(crate::page::render(&snapshot, &filter))
+}
+
+/// `/api/v1/snapshot`: `check --output json`'s document, with the addresses the query's
+/// `target`, `finding` and `state` select, and the daemon's status.
+async fn api_snapshot(State(web): State<Web>, Query(filter): Query<AddressFilter>) -> Response {
+    #[derive(serde::Serialize)]
+    struct Status {
+        version: &'static str,
+        ready: bool,
+        reload_ok: bool,
+        taken_at: u64,
+        last_sweep_finished: Option<u64>,
+        last_sweep_duration_seconds: Option<f64>,
+    }
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        #[serde(flatten)]
+        report: crate::output::JsonReport<'a>,
+        status: Status,
+    }
+    let snapshot = Arc::clone(&web.snapshots.borrow());
+    let body = Body {
+        report: crate::output::json_view(&snapshot.report, &filter),
+        status: Status {
+            version: env!("CARGO_PKG_VERSION"),
+            ready: snapshot.status.ready,
+            reload_ok: snapshot.status.reload_ok,
+            taken_at: unix(snapshot.taken_at),
+            last_sweep_finished: snapshot.status.sweep.last_finished.map(unix),
+            last_sweep_duration_seconds: snapshot.status.sweep.last_duration.map(|d| d.as_secs_f64()),
+        },
+    };
+    json_response(&body)
+}
+
+/// `/api/v1/history` query parameters, as written.
+#[derive(Debug, Default, serde::Deserialize)]
+struct HistoryParams {
+    since: Option<String>,
+    target: Option<String>,
+    ip: Option<String>,
+    aspect: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `/api/v1/history`: the most recent changes (the last 10,000 are kept in memory; the file in
+/// the state directory holds more), oldest first.
+/// `/api/v1/history`'s document.
+#[derive(serde::Serialize)]
+struct HistoryBody<'a> {
+    events: Vec<&'a event::Event>,
+}
+
+async fn api_history(State(web): State<Web>, Query(params): Query<HistoryParams>) -> Response {
+    let snapshot = Arc::clone(&web.snapshots.borrow());
+    let query = match history_query(params, std::time::SystemTime::now()) {
+        Ok(query) => query,
+        Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
+    };
+    json_response(&HistoryBody {
+        events: event::select(&snapshot.history, &query),
+    })
+}
+
+fn history_query(params: HistoryParams, now: std::time::SystemTime) -> Result<EventQuery, String> {
+    let mut query = EventQuery::default();
+    if let Some(since) = params.since.filter(|s| !s.is_empty()) {
+        query.since = Some(event::parse_since(&since, now)?);
+    }
+    query.target = params.target.filter(|t| !t.is_empty());
+    if let Some(ip) = params.ip.filter(|s| !s.is_empty()) {
+        query.ip = Some(ip.parse().map_err(|_| format!("ip `{ip}`: not an IP address"))?);
+    }
+    query.aspect = match params.aspect.as_deref() {
+        None | Some("") => None,
+        Some("state") => Some(Aspect::State),
+        Some("finding") => Some(Aspect::Finding),
+        Some(other) => return Err(format!("aspect `{other}`: write state or finding")),
+    };
+    if let Some(limit) = params.limit {
+        query.limit = limit.clamp(1, 10_000);
+    }
+    Ok(query)
+}
+
+fn json_response(body: &impl serde::Serialize) -> Response {
+    let text = serde_json::to_string_pretty(body).expect("plain data serializes") + "\n";
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+fn unix(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 async fn metrics(State(web): State<Web>, headers: HeaderMap) -> Response {

@@ -351,6 +351,12 @@ fn encode_addresses(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     )?;
     gauge(
         e,
+        "whitelist_audit_ip_state_change_timestamp_seconds",
+        "When the address entered its current state (when first seen in it, if it never changed), from the history in the state directory, so it survives restarts.",
+        probed().filter_map(|(a, _)| Some((at(a), unix_seconds(a.since.as_ref()?.state)))),
+    )?;
+    gauge(
+        e,
         "whitelist_audit_ip_published",
         "1 if the address is in the target's published set, else 0.",
         addresses.iter().map(|a| {

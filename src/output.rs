@@ -118,10 +118,39 @@ impl Summary {
     }
 }
 
-/// The report as pretty JSON.
-pub fn json(report: &Report) -> String {
-    let view = JsonReport {
-        addresses: report.targets.iter().flat_map(|t| &t.addresses).collect(),
+/// Which addresses a view shows: `None` for a field shows all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct AddressFilter {
+    pub target: Option<String>,
+    /// A finding label, or `none` for addresses without one.
+    pub finding: Option<String>,
+    /// A probe state label, or `none` for addresses not probed.
+    pub state: Option<String>,
+}
+
+impl AddressFilter {
+    /// Whether `address` passes the filter. Empty values (an HTML form's "all") pass everything.
+    pub fn admits(&self, address: &AddressReport) -> bool {
+        let wanted = |field: &Option<String>, value: &str| field.as_deref().is_none_or(|w| w.is_empty() || w == value);
+        wanted(&self.target, &address.target)
+            && wanted(&self.finding, address.finding.map_or("none", Finding::as_label))
+            && wanted(
+                &self.state,
+                address.probe.as_ref().map_or("none", |p| p.state.as_label()),
+            )
+    }
+}
+
+/// The report as `check --output json` and `/api/v1/snapshot` show it, with the addresses
+/// `filter` admits (targets and the summary stay whole).
+pub fn json_view<'a>(report: &'a Report, filter: &AddressFilter) -> JsonReport<'a> {
+    JsonReport {
+        addresses: report
+            .targets
+            .iter()
+            .flat_map(|t| &t.addresses)
+            .filter(|a| filter.admits(a))
+            .collect(),
         targets: report
             .targets
             .iter()
@@ -136,7 +165,12 @@ pub fn json(report: &Report) -> String {
             .collect(),
         whitelist_entries: &report.whitelist_entries,
         summary: Summary::of(report),
-    };
+    }
+}
+
+/// The report as pretty JSON.
+pub fn json(report: &Report) -> String {
+    let view = json_view(report, &AddressFilter::default());
     // Plain data with string keys: serialization cannot fail.
     serde_json::to_string_pretty(&view).expect("report serializes") + "\n"
 }

@@ -30,15 +30,27 @@ fn rule(module: &str) -> Option<Rule> {
         // Prefix arithmetic, the logging set-up, the demo's loopback lab and crash-safe writes to
         // the state directory stand alone.
         "prefix" | "logging" | "demo" | "state_file" => Rule::Only(&[]),
+        // The history's file: the core's events, written with the state directory's safe writes.
+        "history_log" => Rule::Only(&["core", "state_file"]),
         "config" => Rule::Only(&["prefix"]),
         // The functional core: typed values in, typed values out.
         "core" => Rule::Only(&["prefix", "config"]),
         // The two sources of data never know each other (the scheduler joins them), and the views
         // render what the core computed.
         "probe" | "metrics" | "output" => Rule::Only(CORE_AND_BELOW),
+        // The status page renders the snapshot, filtered as `output` filters it.
+        "page" => Rule::Only(&["prefix", "config", "core", "output"]),
         "discovery" => Rule::Only(&["prefix", "config", "core", "state_file"]),
-        "http" => Rule::Only(&["prefix", "config", "core", "metrics"]),
-        "app" => Rule::Only(&["prefix", "config", "core", "probe", "discovery", "state_file"]),
+        "http" => Rule::Only(&["prefix", "config", "core", "metrics", "output", "page"]),
+        "app" => Rule::Only(&[
+            "prefix",
+            "config",
+            "core",
+            "probe",
+            "discovery",
+            "state_file",
+            "history_log",
+        ]),
         "cli" => Rule::Anything,
         _ => return None,
     })

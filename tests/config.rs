@@ -137,6 +137,10 @@ const INVALID: &[(&str, &str)] = &[
         "2:12: global.timeout (50ms) must be from 100ms to 60s: a shorter one reports a distant but healthy server as a timeout",
     ),
     (
+        "history-too-large.yml",
+        "2:20: global.history_max_mib: invalid size in MiB 4096: write a whole number from 1 to 1024 (the history is read whole at start)",
+    ),
+    (
         "too-many-attempts.yml",
         "2:13: global.attempts: invalid count 11: write a whole number from 1 to 10 (more attempts only add connections to an address that is down)",
     ),
@@ -146,7 +150,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "unknown-key.yml",
-        "2:3: global.intervall: unknown field `intervall`, expected one of interval, timeout, attempts, retry_delay, concurrency, per_target_concurrency, resolvers, whitelist, state_dir, max_probe_addresses_per_prefix, broad_entry_prefix",
+        "2:3: global.intervall: unknown field `intervall`, expected one of interval, timeout, attempts, retry_delay, concurrency, per_target_concurrency, resolvers, whitelist, state_dir, history_max_mib, max_probe_addresses_per_prefix, broad_entry_prefix",
     ),
     (
         "unknown-target-key.yml",

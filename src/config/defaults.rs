@@ -40,6 +40,11 @@ pub const LIST_MAX_ADDRESSES: u32 = 65_536;
 pub const MAX_PROBE_ADDRESSES_PER_PREFIX: u32 = 256;
 /// Where the last good set of every published list is kept across restarts.
 pub const STATE_DIR: &str = "./state";
+/// The history file (`state_dir/history.jsonl`) is rotated when it grows by this many MiB: at
+/// about 200 bytes a change, some 80,000 changes.
+pub const HISTORY_MAX_MIB: u32 = 16;
+/// The largest `global.history_max_mib`.
+pub const HISTORY_MAX_MIB_MAX: u32 = 1024;
 /// Redirects followed when fetching a published list.
 pub const LIST_MAX_REDIRECTS: usize = 5;
 

@@ -103,8 +103,10 @@ pub struct Global {
     pub retry_delay: Duration,
     pub concurrency: usize,
     pub per_target_concurrency: usize,
-    /// Where the last good set of every published list is kept.
+    /// Where the last good set of every published list, the SSH memory and the history are kept.
     pub state_dir: PathBuf,
+    /// The history file is rotated when it grows by this much.
+    pub history_max_bytes: u64,
     pub max_probe_addresses_per_prefix: u32,
     /// Whitelist entries shorter than these prefix lengths are broad.
     pub broad_entry_prefix: BroadEntryPrefix,
@@ -152,6 +154,7 @@ impl Default for Global {
             concurrency: defaults::CONCURRENCY,
             per_target_concurrency: defaults::PER_TARGET_CONCURRENCY,
             state_dir: PathBuf::from(defaults::STATE_DIR),
+            history_max_bytes: u64::from(defaults::HISTORY_MAX_MIB) << 20,
             max_probe_addresses_per_prefix: defaults::MAX_PROBE_ADDRESSES_PER_PREFIX,
             broad_entry_prefix: BroadEntryPrefix::default(),
         }
@@ -397,6 +400,7 @@ fn build_global(path: &Path, base: &Path, g: &raw::RawGlobal) -> Result<Global, 
             base,
             g.state_dir.as_deref().unwrap_or_else(|| Path::new(defaults::STATE_DIR)),
         ),
+        history_max_bytes: u64::from(g.history_max_mib.map_or(defaults::HISTORY_MAX_MIB, |n| n.0)) << 20,
         max_probe_addresses_per_prefix: g
             .max_probe_addresses_per_prefix
             .map_or(defaults::MAX_PROBE_ADDRESSES_PER_PREFIX, |n| n.0),

@@ -32,6 +32,7 @@ pub struct RawGlobal {
     pub resolvers: Option<Spanned<Vec<ResolverSpec>>>,
     pub whitelist: Option<Spanned<PathBuf>>,
     pub state_dir: Option<PathBuf>,
+    pub history_max_mib: Option<HistoryMib>,
     pub max_probe_addresses_per_prefix: Option<Count>,
     pub broad_entry_prefix: Option<RawBroadEntryPrefix>,
 }
@@ -358,6 +359,23 @@ impl<'de> Deserialize<'de> for Count {
             min: 1,
             max: 1_000_000_000,
             above: None,
+        };
+        let value = whole_number(deserializer, bounds)?;
+        Ok(Self(u32::try_from(value).expect("bounded above")))
+    }
+}
+
+/// `global.history_max_mib`: the size at which the history file is rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryMib(pub u32);
+
+impl<'de> Deserialize<'de> for HistoryMib {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bounds = Bounds {
+            what: "size in MiB",
+            min: 1,
+            max: u64::from(defaults::HISTORY_MAX_MIB_MAX),
+            above: Some("the history is read whole at start"),
         };
         let value = whole_number(deserializer, bounds)?;
         Ok(Self(u32::try_from(value).expect("bounded above")))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use super::event::Since;
 use super::finding::{Finding, FindingCounts, classify};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
 use super::session::SessionReport;
@@ -46,6 +47,10 @@ pub struct AddressReport {
     /// How the session checks (idle hold, login, SFTP) last ended on this address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionReport>,
+    /// Since when its state and finding hold, and its last change: from the daemon's history
+    /// (`None` until it was observed once, and in `check` without a daemon's state directory).
+    #[serde(flatten)]
+    pub since: Option<Since>,
 }
 
 /// Address counts of one target, by set.
@@ -204,6 +209,7 @@ fn evaluate_target(
                 probe,
                 finding,
                 bogus: None,
+                since: None,
             }
         })
         .chain(input.bogus.iter().map(|(&ip, &bogus)| AddressReport {
@@ -218,6 +224,7 @@ fn evaluate_target(
             bogus: Some(bogus),
             ssh: None,
             session: None,
+            since: None,
         }))
         .collect();
     counts.findings[Finding::BogusAddress] += input.bogus.len();

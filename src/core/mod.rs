@@ -5,7 +5,9 @@
 
 pub mod audit;
 pub mod dns_book;
+pub mod event;
 pub mod finding;
+pub mod history;
 pub mod list;
 pub mod outcome;
 pub mod session;

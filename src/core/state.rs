@@ -3,7 +3,7 @@
 //! renders the one immutable [`Snapshot`] that `/metrics`, `check`'s table and its JSON all show,
 //! so they can never disagree.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 use super::audit::{self, Report, TargetInput};
 use super::dns_book::{Family, FamilyBooks};
+use super::event::Event;
 use super::list::{self, Validators};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
 use super::session::{self, IdleResult, LoginResult, RefusedLogin, SessionReport};
@@ -249,6 +250,8 @@ pub struct Snapshot {
     pub report: Report,
     pub status: DaemonStatus,
     pub taken_at: SystemTime,
+    /// The most recent changes of addresses, oldest first (the publisher fills it in).
+    pub history: Arc<VecDeque<Event>>,
 }
 
 impl Snapshot {
@@ -261,6 +264,7 @@ impl Snapshot {
             },
             status: DaemonStatus::default(),
             taken_at: SystemTime::UNIX_EPOCH,
+            history: Arc::default(),
         }
     }
 }
@@ -856,6 +860,7 @@ impl State {
             report: self.report(),
             status: self.status,
             taken_at: SystemTime::now(),
+            history: Arc::default(),
         }
     }
 

@@ -1,0 +1,262 @@
+//! The status page, the JSON API and the history, end to end: a daemon audits four OpenSSH
+//! addresses (IPv4 and IPv6) behind a real ip(6)tables firewall in namespaces this test creates;
+//! the firewall drops some, then lets one through and drops another; the daemon is killed and
+//! started again. The API, the metric and the page in a real Chromium must tell since when each
+//! address is in its state, across the restart.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{Lab, Scrape, lab_allowed, tools_allowed};
+use serde_json::Value;
+
+const OPEN: &str = "192.0.2.1";
+const DROPPED: &str = "192.0.2.2";
+const OPEN6: &str = "2001:db8:2::1";
+const DROPPED6: &str = "2001:db8:2::2";
+const API: &str = "http://127.0.0.1:10022/api/v1";
+const BROWSER_PYTHON: &str = "/opt/whitelist-audit-test/browser-venv/bin/python";
+
+fn drop_rule(ip: &str) -> Vec<&str> {
+    vec!["-d", ip, "-p", "tcp", "--dport", "22", "-j", "DROP"]
+}
+
+fn tool(ip: &str) -> &'static str {
+    if ip.contains(':') { "ip6tables" } else { "iptables" }
+}
+
+fn build_lab() -> Lab {
+    let mut lab = Lab::new();
+    let all = [OPEN, DROPPED, OPEN6, DROPPED6];
+    lab.add_server_addresses(&all);
+    lab.start_sshd(&all);
+    lab.firewall(tool(DROPPED), &drop_rule(DROPPED));
+    lab.firewall(tool(DROPPED6), &drop_rule(DROPPED6));
+    lab.write(
+        "whitelist.yml",
+        "allow:\n  - addresses: [192.0.2.0/29, \"2001:db8:2::/125\"]\n    ports: [22]\n    comment: vendor SFTP\n",
+    );
+    lab
+}
+
+fn config(lab: &Lab) -> std::path::PathBuf {
+    let state = lab.dir.join("state");
+    lab.write(
+        "serve.yml",
+        &format!(
+            "global:
+  interval: 2s
+  timeout: 1s
+  attempts: 1
+  whitelist: whitelist.yml
+  state_dir: {}
+targets:
+  - name: vendor-sftp
+    static: [{OPEN}, {DROPPED}, \"{OPEN6}\", \"{DROPPED6}\"]
+",
+            state.display()
+        ),
+    )
+}
+
+fn json(lab: &Lab, url: &str) -> Value {
+    let (status, body) = lab.http("GET", url);
+    assert_eq!(status, 200, "{url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}\n{body}"))
+}
+
+/// The snapshot's record of `ip`, once `ready` accepts it.
+fn address_when(lab: &Lab, ip: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let snapshot = json(lab, &format!("{API}/snapshot"));
+        let found = snapshot["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["ip"] == ip)
+            .cloned();
+        if let Some(address) = found.filter(&ready) {
+            return address;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ip} never got there: {snapshot:#}\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
+    move |a: &Value| a["probe"]["state"] == state && a["since"].is_u64()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn the_page_the_api_and_the_metric_say_since_when_across_a_restart() {
+    if !lab_allowed("the_page_the_api_and_the_metric_say_since_when_across_a_restart") {
+        return;
+    }
+    let mut lab = build_lab();
+    let config = config(&lab);
+    let started = unix_now();
+    let daemon = lab.serve(&config, "127.0.0.1:10022");
+
+    // First sight: every address enters its state now.
+    let dropped = address_when(&lab, DROPPED, state_is("timeout"));
+    assert_eq!(dropped["finding"], "blocked");
+    let first_seen = dropped["since"].as_u64().unwrap();
+    assert!(first_seen >= started, "{dropped:#}");
+    assert_eq!(dropped["last_change"]["to"], "timeout", "{dropped:#}");
+    assert!(dropped["last_change"]["from"].is_null(), "first seen: {dropped:#}");
+    address_when(&lab, DROPPED6, state_is("timeout"));
+    address_when(&lab, OPEN6, state_is("open"));
+
+    // The firewall lets 192.0.2.2 through and starts dropping 192.0.2.1.
+    std::thread::sleep(Duration::from_millis(1100)); // a later second than the first sight
+    lab.firewall_delete(tool(DROPPED), &drop_rule(DROPPED));
+    lab.firewall(tool(OPEN), &drop_rule(OPEN));
+    let reopened = address_when(&lab, DROPPED, state_is("open"));
+    let reopened_at = reopened["since"].as_u64().unwrap();
+    assert!(reopened_at > first_seen, "{reopened:#}");
+    assert!(reopened["finding"].is_null(), "{reopened:#}");
+    let newly_dropped = address_when(&lab, OPEN, state_is("timeout"));
+    let dropped_at = newly_dropped["since"].as_u64().unwrap();
+    assert_eq!(newly_dropped["last_change"]["from"], "open", "{newly_dropped:#}");
+    assert_eq!(newly_dropped["finding_since"], newly_dropped["since"]);
+
+    // The history tells the story of 192.0.2.2, oldest first.
+    let history = json(&lab, &format!("{API}/history?ip={DROPPED}&aspect=state"));
+    let story: Vec<(Value, Value, Value)> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["from"].clone(), e["to"].clone(), e["at"].clone()))
+        .collect();
+    assert_eq!(
+        story,
+        [
+            (Value::Null, "timeout".into(), first_seen.into()),
+            ("timeout".into(), "open".into(), reopened_at.into()),
+        ],
+        "{history:#}"
+    );
+    let (status, body) = lab.http("GET", &format!("{API}/history?since=yesterday"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("24h"), "{body}");
+    let blocked = json(&lab, &format!("{API}/snapshot?finding=blocked"));
+    let mut blocked_ips: Vec<&str> = blocked["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["ip"].as_str().unwrap())
+        .collect();
+    blocked_ips.sort_unstable();
+    assert_eq!(blocked_ips, [OPEN, DROPPED6], "{blocked:#}");
+    assert_eq!(blocked["summary"]["addresses"], 4, "the summary stays whole");
+    assert_eq!(blocked["status"]["ready"], true);
+
+    // Killed and started again (after a line cut short, as a crash leaves it): the states that
+    // did not change keep their `since`, and no change is invented.
+    lab.kill(daemon);
+    let file = lab.dir.join("state/history.jsonl");
+    let before = std::fs::read_to_string(&file).unwrap();
+    assert!(before.lines().count() >= 10, "{before}");
+    std::fs::write(&file, before.clone() + "{\"at\":17").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    lab.serve(&config, "127.0.0.1:10022");
+    lab.poll("http://127.0.0.1:10022/-/ready", Duration::from_secs(20), |_| true);
+    let after = address_when(&lab, OPEN, state_is("timeout"));
+    assert_eq!(after["since"].as_u64(), Some(dropped_at), "{after:#}");
+    let still = address_when(&lab, DROPPED6, state_is("timeout"));
+    assert!(still["since"].as_u64().unwrap() <= dropped_at, "{still:#}");
+    let history = json(&lab, &format!("{API}/history?ip={OPEN}&aspect=state"));
+    assert_eq!(history["events"].as_array().unwrap().len(), 2, "{history:#}");
+    assert!(lab.logs().contains("history: skipped lines"), "{}", lab.logs());
+
+    // The metric says the same.
+    let metrics = Scrape::parse(&lab.poll("http://127.0.0.1:10022/metrics", Duration::from_secs(10), |_| true));
+    let since = metrics.get(
+        "whitelist_audit_ip_state_change_timestamp_seconds",
+        &[("target", "vendor-sftp"), ("ip", OPEN), ("port", "22")],
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let expected = dropped_at as f64;
+    assert_eq!(since, Some(expected));
+
+    browse(&lab, dropped_at);
+}
+
+/// A real browser loads the page: the blocked addresses come first, with their state and since
+/// as the API says; the filter form narrows the table to the addresses without a finding.
+fn browse(lab: &Lab, dropped_at: u64) {
+    if !tools_allowed(
+        "status page in Chromium",
+        &["/usr/bin/chromium", "/usr/bin/chromedriver", BROWSER_PYTHON],
+    ) {
+        return;
+    }
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&out).unwrap();
+    let screenshot = out.join("status-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let profile = lab.dir.join("chromium-profile");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/status_page_browser.py");
+    let output = lab.run(
+        &lab.client,
+        &[
+            BROWSER_PYTHON,
+            script,
+            "http://127.0.0.1:10022/",
+            screenshot.to_str().unwrap(),
+            profile.to_str().unwrap(),
+        ],
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    let rows = seen["rows"].as_array().unwrap();
+    let ips: Vec<&str> = rows.iter().map(|r| r["ip"].as_str().unwrap()).collect();
+    assert_eq!(ips.len(), 4, "{seen:#}");
+    let mut worst: Vec<&str> = ips[..2].to_vec();
+    worst.sort_unstable();
+    assert_eq!(worst, [OPEN, DROPPED6], "blocked first: {seen:#}");
+    let first = rows.iter().find(|r| r["ip"] == OPEN).unwrap();
+    assert_eq!(first["state"], "timeout");
+    assert_eq!(first["finding"], "blocked");
+    assert_eq!(first["class"], "bad");
+    assert_eq!(first["since"], dropped_at.to_string());
+    let clock = humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(dropped_at))
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC");
+    assert!(
+        first["since_text"].as_str().unwrap().starts_with(&clock),
+        "{clock} in {seen:#}"
+    );
+    assert!(seen["footer"].as_str().unwrap().contains("last sweep"), "{seen:#}");
+    assert!(
+        screenshot.metadata().is_ok_and(|m| m.len() > 10_000),
+        "a screenshot was written"
+    );
+
+    assert!(
+        seen["filtered_url"].as_str().unwrap().contains("finding=none"),
+        "{seen:#}"
+    );
+    let mut open: Vec<&str> = seen["filtered_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ip"].as_str().unwrap())
+        .collect();
+    open.sort_unstable();
+    assert_eq!(open, [DROPPED, OPEN6], "{seen:#}");
+}
