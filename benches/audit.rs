@@ -12,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ipnet::{IpNet, Ipv4Net};
 use whitelist_audit::config::whitelist::{Entry, Whitelist};
 use whitelist_audit::config::{CheckKind, Config, Global, Target};
-use whitelist_audit::core::audit::{self, TargetInput};
+use whitelist_audit::core::audit::{self, PublishedBy, TargetInput};
 
 const PUBLISHED: u32 = 100_000;
 const ENTRIES: u32 = 10_000;
@@ -77,6 +77,7 @@ fn bench(c: &mut Criterion) {
     // Every published prefix is above the probe cap: audited against the whitelist, not probed.
     let ssh = BTreeMap::new();
     let sessions = BTreeMap::new();
+    let published_by = PublishedBy::default();
     let input = || TargetInput {
         published: &addresses,
         prefixes: &published,
@@ -88,6 +89,7 @@ fn bench(c: &mut Criterion) {
         bogus: &bogus,
         ssh: &ssh,
         sessions: &sessions,
+        published_by: &published_by,
     };
     let mut group = c.benchmark_group("audit");
     group.sample_size(10);

@@ -109,6 +109,7 @@ fn the_page_the_api_and_the_metric_say_since_when_across_a_restart() {
     let config = config(&lab);
     let started = unix_now();
     let daemon = lab.serve(&config, "127.0.0.1:10022");
+    lab.poll("http://127.0.0.1:10022/-/healthy", Duration::from_secs(20), |_| true);
 
     // First sight: every address enters its state now.
     let dropped = address_when(&lab, DROPPED, state_is("timeout"));

@@ -47,6 +47,9 @@ pub struct AddressReport {
     /// How the session checks (idle hold, login, SFTP) last ended on this address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionReport>,
+    /// The sources that publish it (`dns`, `static`, a list's URL); empty when none does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub published_by: Vec<Arc<str>>,
     /// Since when its state and finding hold, and its last change: from the daemon's history
     /// (`None` until it was observed once, and in `check` without a daemon's state directory).
     #[serde(flatten)]
@@ -89,6 +92,8 @@ pub struct PrefixReport {
     /// The parts no whitelist entry covers: `missing` from the whitelist. Empty when fully
     /// covered, or when the target has no whitelist.
     pub uncovered: Vec<IpNet>,
+    /// The sources that publish it.
+    pub published_by: Vec<Arc<str>>,
 }
 
 /// One target's part of the report.
@@ -117,6 +122,13 @@ pub struct Report {
     pub whitelist_entries: Vec<EntryUsage>,
 }
 
+/// Which sources (indices into a target's sources) publish each address and prefix.
+#[derive(Debug, Clone, Default)]
+pub struct PublishedBy {
+    pub addresses: BTreeMap<IpAddr, Vec<usize>>,
+    pub prefixes: BTreeMap<IpNet, Vec<usize>>,
+}
+
 /// What discovery and probing know about one target, as the audit's input.
 #[derive(Debug, Clone, Copy)]
 pub struct TargetInput<'a> {
@@ -138,6 +150,8 @@ pub struct TargetInput<'a> {
     pub ssh: &'a BTreeMap<IpAddr, Arc<SshReport>>,
     /// The session checks of each address that had one.
     pub sessions: &'a BTreeMap<IpAddr, SessionReport>,
+    /// Which sources (indices into the target's sources) publish each address and prefix.
+    pub published_by: &'a PublishedBy,
 }
 
 /// Evaluates every target. `inputs` and `sources` are in the order of `config.targets`.
@@ -162,6 +176,15 @@ pub fn evaluate(config: &Config, inputs: &[TargetInput<'_>], sources: Vec<Vec<So
     }
 }
 
+/// The names at `indices`.
+fn pick(names: &[Arc<str>], indices: Option<&Vec<usize>>) -> Vec<Arc<str>> {
+    indices
+        .into_iter()
+        .flatten()
+        .filter_map(|&i| names.get(i).cloned())
+        .collect()
+}
+
 fn evaluate_target(
     target: &Target,
     coverage: &PrefixIndex,
@@ -169,6 +192,7 @@ fn evaluate_target(
     sources: Vec<SourceReport>,
 ) -> TargetReport {
     let declared = target.whitelist_file.is_some();
+    let names: Vec<Arc<str>> = sources.iter().map(|s| Arc::from(s.name())).collect();
     let mut counts = Counts {
         published: input.published.len(),
         probed: input.probed.len(),
@@ -209,6 +233,7 @@ fn evaluate_target(
                 probe,
                 finding,
                 bogus: None,
+                published_by: pick(&names, input.published_by.addresses.get(&ip)),
                 since: None,
             }
         })
@@ -224,6 +249,7 @@ fn evaluate_target(
             bogus: Some(bogus),
             ssh: None,
             session: None,
+            published_by: Vec::new(),
             since: None,
         }))
         .collect();
@@ -239,6 +265,7 @@ fn evaluate_target(
             } else {
                 Vec::new()
             },
+            published_by: pick(&names, input.published_by.prefixes.get(&prefix)),
         })
         .collect();
     let ssh_variants = (target.check == CheckKind::Ssh).then(|| {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 
-use super::audit::{self, Report, TargetInput};
+use super::audit::{self, PublishedBy, Report, TargetInput};
 use super::dns_book::{Family, FamilyBooks};
 use super::event::Event;
 use super::list::{self, Validators};
@@ -202,6 +202,41 @@ pub struct TargetState {
     pub known_keys: BTreeMap<IpAddr, KnownKey>,
     /// The session checks (idle hold, login) of each address, and when each last started.
     pub sessions: BTreeMap<IpAddr, SessionReport>,
+    /// Which sources (indices into `sources`) publish each published address and prefix.
+    pub published_by: PublishedBy,
+}
+
+fn published_by(
+    sources: &[SourceState],
+    published: &BTreeSet<IpAddr>,
+    prefixes: &BTreeSet<IpNet>,
+    cap: u32,
+) -> PublishedBy {
+    let mut by = PublishedBy::default();
+    let mut note = |index: usize, ip: IpAddr| {
+        if published.contains(&ip) {
+            by.addresses.entry(ip).or_default().push(index);
+        }
+    };
+    for (index, source) in sources.iter().enumerate() {
+        match &source.held {
+            Held::Dns(books) => books.addresses().into_iter().for_each(|ip| note(index, ip)),
+            Held::Static(addresses) => addresses.iter().for_each(|&ip| note(index, ip)),
+            Held::List { prefixes: list, .. } => {
+                for prefix in list {
+                    if prefix.prefix_len() == prefix.max_prefix_len() {
+                        note(index, prefix.addr());
+                    } else if prefixes.contains(prefix) {
+                        by.prefixes.entry(*prefix).or_default().push(index);
+                        if prefix::is_probed(prefix, cap) {
+                            prefix::addresses(prefix).for_each(|ip| note(index, ip));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    by
 }
 
 /// One address's session checks, handed to the shell to run.
@@ -592,6 +627,7 @@ impl State {
         }
         // Another source publishing it for real wins.
         bogus.retain(|ip, _| !published.contains(ip));
+        state.published_by = published_by(&state.sources, &published, &prefixes, cap);
         state.bogus = bogus;
         state.published = published;
         state.prefixes = prefixes;
@@ -842,6 +878,7 @@ impl State {
                 bogus: &t.bogus,
                 ssh: &t.ssh,
                 sessions: &t.sessions,
+                published_by: &t.published_by,
             })
             .collect();
         let sources = self
