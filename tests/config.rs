@@ -462,7 +462,7 @@ fn defaults_apply_when_keys_are_absent() {
     let t = &config.targets[0];
     assert_eq!((t.port, t.check, t.ipv4, t.ipv6), (22, CheckKind::Ssh, true, true));
     assert_eq!(t.resolvers, vec![ResolverSpec::System]);
-    assert_eq!(t.whitelist_file, None, "no whitelist declared");
+    assert_eq!(t.whitelist_source, None, "no whitelist declared");
     let expected = config::Global {
         state_dir: dir.join("state"),
         ..config::Global::default()

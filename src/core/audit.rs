@@ -163,7 +163,7 @@ fn evaluate_target(
     input: &TargetInput<'_>,
     sources: Vec<SourceReport>,
 ) -> TargetReport {
-    let declared = target.whitelist_file.is_some();
+    let declared = target.whitelist_source.is_some();
     let mut counts = Counts {
         published: input.published.len(),
         probed: input.probed.len(),
