@@ -393,7 +393,7 @@ impl Definitions {
                             value.position,
                             Some(name),
                             format!(
-                                "token cycle {}: it names no address, and aerleon recurses until it fails",
+                                "token cycle {}: aerleon recurses until it fails; remove one of the references",
                                 cycle.join(" > ")
                             ),
                         ));
@@ -561,7 +561,7 @@ mod tests {
         let cycle = definitions("A = B\nB = 192.0.2.1 C\nC = A\n", "").unwrap();
         assert_eq!(
             cycle.resolve("A").unwrap_err().summary(),
-            "d/NETWORK.net:3:5: C: token cycle A > B > C > A: it names no address, and aerleon recurses until it fails"
+            "d/NETWORK.net:3:5: C: token cycle A > B > C > A: aerleon recurses until it fails; remove one of the references"
         );
         let empty = definitions("A = B\nB =\n", "").unwrap();
         assert_eq!(
