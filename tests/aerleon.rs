@@ -55,7 +55,11 @@ for token in sys.argv[2:]:
         "aerleon failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -66,7 +70,13 @@ fn whitelist_entries_are_what_aerleon_resolves() {
     let expected = aerleon_resolves(&python, &fixtures(), TOKENS);
     // The fixture exercises what it should: a YAML-only token nesting `.net` tokens, host bits
     // aerleon clears, IPv6, and a prefix written twice.
-    for label in ["203.0.113.128/25", "198.51.100.64/28", "2001:db8:10::/48", "2001:db8:20::7", "203.0.113.10"] {
+    for label in [
+        "203.0.113.128/25",
+        "198.51.100.64/28",
+        "2001:db8:10::/48",
+        "2001:db8:20::7",
+        "203.0.113.10",
+    ] {
         assert!(expected.contains(label), "aerleon resolves {label}: {expected:?}");
     }
 

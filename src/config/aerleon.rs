@@ -257,7 +257,8 @@ pub fn parse_yaml_networks(file: &Path, text: &str) -> Result<Option<Vec<Definit
                         (Some(token), _, _) => (ValueKind::Token(token.value.clone()), position_of(&token.referenced)),
                         (None, Some(address), _) => {
                             let at_address = position_of(&address.referenced);
-                            let prefix = parse_address(&address.value).map_err(|m| at(file, at_address, Some(&key), m))?;
+                            let prefix =
+                                parse_address(&address.value).map_err(|m| at(file, at_address, Some(&key), m))?;
                             (ValueKind::Address(prefix), at_address)
                         }
                         // A DNS name: aerleon keeps it for DNS filters, never as an address.
@@ -455,7 +456,11 @@ mod tests {
         // strict=False: host bits are cleared.
         assert_eq!(parse_address("198.51.100.77/28"), Ok(net("198.51.100.64/28")));
         assert_eq!(parse_address("::ffff:192.0.2.0/120"), Ok(net("192.0.2.0/24")));
-        assert!(parse_address("192.0.2.300").unwrap_err().contains("neither an address nor a token"));
+        assert!(
+            parse_address("192.0.2.300")
+                .unwrap_err()
+                .contains("neither an address nor a token")
+        );
         assert!(parse_address("010.0.0.1").unwrap_err().contains("leading zero"));
         assert!(parse_address("192.0.2.0/33").is_err());
     }
@@ -491,10 +496,16 @@ mod tests {
                 "A = 192.0.2.1 = 192.0.2.2\n",
                 "d/NETWORK.net:1:1: A: more than one `=` on the line: write one token per line",
             ),
-            (" = 192.0.2.1\n", "d/NETWORK.net:1:2: `` is not a token name: write NAME = VALUE"),
+            (
+                " = 192.0.2.1\n",
+                "d/NETWORK.net:1:2: `` is not a token name: write NAME = VALUE",
+            ),
         ];
         for (text, expected) in cases {
-            assert_eq!(parse_net(Path::new("d/NETWORK.net"), text).unwrap_err().summary(), expected);
+            assert_eq!(
+                parse_net(Path::new("d/NETWORK.net"), text).unwrap_err().summary(),
+                expected
+            );
         }
     }
 
@@ -509,7 +520,10 @@ mod tests {
                 "192.0.2.1/32 d/NETWORK.net:1 V6 > V4 Some(\"one\")",
             ]
         );
-        assert_eq!(parse_yaml_networks(Path::new("s.yaml"), "services: {}\n").unwrap(), None);
+        assert_eq!(
+            parse_yaml_networks(Path::new("s.yaml"), "services: {}\n").unwrap(),
+            None
+        );
         assert_eq!(parse_yaml_networks(Path::new("s.yaml"), "\n").unwrap(), None);
     }
 
@@ -520,15 +534,26 @@ mod tests {
             no_values.summary(),
             "n.yaml:3:5: networks.A: no `values` list: aerleon ignores such a definition; write `values: [{address: 198.51.100.0/28}]`"
         );
-        let no_kind =
-            parse_yaml_networks(Path::new("n.yaml"), "networks:\n  A:\n    values:\n      - comment: x\n").unwrap_err();
+        let no_kind = parse_yaml_networks(
+            Path::new("n.yaml"),
+            "networks:\n  A:\n    values:\n      - comment: x\n",
+        )
+        .unwrap_err();
         assert_eq!(
             no_kind.summary(),
             "n.yaml:4:9: networks.A.values[0]: a value needs `address`, `name` or `fqdn`"
         );
-        let bad = parse_yaml_networks(Path::new("n.yaml"), "networks:\n  A:\n    values:\n      - address: 192.0.2.0/40\n")
-            .unwrap_err();
-        assert!(bad.summary().starts_with("n.yaml:4:18: networks.A.values[0]: `192.0.2.0/40` is neither"), "{}", bad.summary());
+        let bad = parse_yaml_networks(
+            Path::new("n.yaml"),
+            "networks:\n  A:\n    values:\n      - address: 192.0.2.0/40\n",
+        )
+        .unwrap_err();
+        assert!(
+            bad.summary()
+                .starts_with("n.yaml:4:18: networks.A.values[0]: `192.0.2.0/40` is neither"),
+            "{}",
+            bad.summary()
+        );
     }
 
     #[test]
@@ -551,7 +576,11 @@ mod tests {
     #[test]
     fn directory_faults_are_refused_as_aerleon_refuses_them() {
         assert_eq!(
-            definitions("A = 192.0.2.1\n", "networks:\n  A:\n    values: [{address: 192.0.2.2}]\n").unwrap_err(),
+            definitions(
+                "A = 192.0.2.1\n",
+                "networks:\n  A:\n    values: [{address: 192.0.2.2}]\n"
+            )
+            .unwrap_err(),
             "d/networks.yaml:3:5: A: token `A` is already defined at d/NETWORK.net:1: aerleon refuses a token defined twice"
         );
         assert_eq!(

@@ -451,7 +451,13 @@ pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
         }
         let mut target = build_target(path, &key, t, &name, &global_resolvers)?;
         let source = match (&t.whitelist, global_whitelist) {
-            (Some(own), _) => Some(Source::add(&mut sources, base, format!("{key}.whitelist"), own, Some(&name))),
+            (Some(own), _) => Some(Source::add(
+                &mut sources,
+                base,
+                format!("{key}.whitelist"),
+                own,
+                Some(&name),
+            )),
             (None, Some(global)) => Some(
                 *global_source
                     .get_or_insert_with(|| Source::add(&mut sources, base, "global.whitelist".into(), global, None)),
@@ -571,7 +577,15 @@ fn load_whitelists(
                 }
             }
             SourceKind::Aerleon(spec) => {
-                entries.extend(aerleon_entries(path, base, source, source_index, spec, &mut files, broad)?);
+                entries.extend(aerleon_entries(
+                    path,
+                    base,
+                    source,
+                    source_index,
+                    spec,
+                    &mut files,
+                    broad,
+                )?);
             }
         }
     }
@@ -688,10 +702,7 @@ fn read_aerleon_dir(
     let mut candidates: Vec<PathBuf> = Vec::new();
     for dir_entry in std::fs::read_dir(dir).map_err(cannot)? {
         let file = dir_entry.map_err(cannot)?.path();
-        let wanted = matches!(
-            file.extension().and_then(|e| e.to_str()),
-            Some("net" | "yaml" | "yml")
-        );
+        let wanted = matches!(file.extension().and_then(|e| e.to_str()), Some("net" | "yaml" | "yml"));
         if wanted && file.is_file() {
             candidates.push(file);
         }

@@ -137,7 +137,7 @@ pub enum RawWhitelistRef {
     /// `whitelist: whitelist.yml`
     File(PathBuf),
     /// `whitelist: {aerleon: definitions/, tokens: [VENDOR_SFTP]}`
-    Aerleon(RawAerleon),
+    Aerleon(Box<RawAerleon>),
 }
 
 /// `whitelist: {aerleon: DIR, tokens: [...], ports: [...]}` as written.
@@ -164,7 +164,8 @@ impl<'de> Deserialize<'de> for RawWhitelistRef {
                 Ok(RawWhitelistRef::File(PathBuf::from(text)))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                RawAerleon::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawWhitelistRef::Aerleon)
+                RawAerleon::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|spec| RawWhitelistRef::Aerleon(Box::new(spec)))
             }
         }
         deserializer.deserialize_any(Visitor)
