@@ -6,7 +6,7 @@
 //! aerleon drops a value without a word (an unparsable address), this reader refuses it, since a
 //! whitelist that silently loses an address is the fault the audit exists to find.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -371,8 +371,9 @@ impl Definitions {
         let definition = &self.by_name[name];
         stack.push(name);
         let mut out: Vec<Resolved> = Vec::new();
+        let mut seen: HashSet<IpNet> = HashSet::new();
         let mut push = |resolved: Resolved| {
-            if !out.iter().any(|r| r.prefix == resolved.prefix) {
+            if seen.insert(resolved.prefix) {
                 out.push(resolved);
             }
         };

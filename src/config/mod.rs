@@ -645,6 +645,7 @@ fn aerleon_entries(
     let dir = normalize(base, &spec.aerleon.value);
     let definitions = read_aerleon_dir(path, &format!("{key}.aerleon"), &spec.aerleon.referenced, &dir)?;
     let mut entries: Vec<Entry> = Vec::new();
+    let mut seen: std::collections::HashSet<IpNet> = std::collections::HashSet::new();
     for (i, token) in spec.tokens.value.iter().enumerate() {
         let name = token.value.trim();
         if !definitions.contains(name) {
@@ -660,7 +661,7 @@ fn aerleon_entries(
             ));
         }
         for resolved in definitions.resolve(name)? {
-            if entries.iter().any(|e| e.prefix == resolved.prefix) {
+            if !seen.insert(resolved.prefix) {
                 continue;
             }
             entries.push(Entry {
