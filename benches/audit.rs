@@ -37,6 +37,7 @@ fn inputs() -> (Config, BTreeSet<IpNet>) {
             tagged: None,
             comment: None,
             file: 0,
+            source: 0,
             line: u64::from(j),
             broad: false,
         })
@@ -54,7 +55,7 @@ fn inputs() -> (Config, BTreeSet<IpNet>) {
         static_addresses: BTreeSet::new(),
         allow_local_addresses: false,
         published: Vec::new(),
-        whitelist_file: Some(0),
+        whitelist_source: Some(0),
         ssh: whitelist_audit::config::ssh::SshPolicy::default(),
     };
     let whitelist = Whitelist::new(vec![PathBuf::from("whitelist.yml")], entries);

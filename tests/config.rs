@@ -327,6 +327,59 @@ const INVALID_WHITELIST: &[(&str, &str)] = &[
     ),
 ];
 
+/// Invalid aerleon whitelists: the config file's own mistakes (the message names the config file)
+/// and the definition files' (the message names the definition file, under `tests/fixtures/invalid/`).
+const INVALID_AERLEON: &[(&str, &str)] = &[
+    (
+        "aerleon-unknown-token.yml",
+        "aerleon-unknown-token.yml:4:60: targets[0].whitelist.tokens[1]: unknown token `VENDR`: no definition file in `tests/fixtures/invalid/aerleon-ok.defs` defines it (2 tokens there)",
+    ),
+    (
+        "aerleon-empty-tokens.yml",
+        "aerleon-empty-tokens.yml:4:51: targets[0].whitelist.tokens: empty list: name at least one network token",
+    ),
+    (
+        "aerleon-empty-ports.yml",
+        "aerleon-empty-ports.yml:4:68: targets[0].whitelist.ports: empty list: name at least one port",
+    ),
+    (
+        "aerleon-port-out-of-range.yml",
+        "aerleon-port-out-of-range.yml:4:73: targets[0].whitelist.ports[1]: invalid port 70000: write a whole number from 1 to 65535",
+    ),
+    (
+        "aerleon-unknown-key.yml",
+        "aerleon-unknown-key.yml:4:43: targets[0].whitelist.token: unknown field `token`, expected one of aerleon, tokens, ports",
+    ),
+    (
+        "aerleon-missing-dir.yml",
+        "aerleon-missing-dir.yml:4:26: targets[0].whitelist.aerleon: cannot read aerleon definitions directory `tests/fixtures/invalid/no-such-definitions`: No such file or directory (os error 2)",
+    ),
+    (
+        "aerleon-no-definitions.yml",
+        "aerleon-no-definitions.yml:4:26: targets[0].whitelist.aerleon: `tests/fixtures/invalid/aerleon-no-definitions.defs` holds no aerleon network definitions: no `*.net` file and no YAML file with `networks:`",
+    ),
+    (
+        "aerleon-global-no-port.yml",
+        "aerleon-global-no-port.yml:2:14: global.whitelist: no target is audited against this whitelist (each has its own), so its addresses have no port: name them with `ports: [22]`",
+    ),
+    (
+        "aerleon-cycle.yml",
+        "aerleon-cycle.defs/NETWORK.net:4:14: VENDOR_ALL: token cycle VENDOR > VENDOR_V4 > VENDOR_ALL > VENDOR: aerleon recurses until it fails; remove one of the references",
+    ),
+    (
+        "aerleon-bad-address.yml",
+        "aerleon-bad-address.defs/NETWORK.net:2:10: VENDOR: `203.0.113.300` is neither an address nor a token name: write 198.51.100.7, 198.51.100.0/28, 2001:db8::/64 or a token of letters, digits, `-` and `_` (aerleon drops it without a word)",
+    ),
+    (
+        "aerleon-duplicate-token.yml",
+        "aerleon-duplicate-token.defs/networks.yaml:3:5: VENDOR: token `VENDOR` is already defined at tests/fixtures/invalid/aerleon-duplicate-token.defs/NETWORK.net:1: aerleon refuses a token defined twice",
+    ),
+    (
+        "aerleon-undefined-reference.yml",
+        "aerleon-undefined-reference.defs/NETWORK.net:3:9: OTHER: token `OTHER_TEAM_TYPO` is not defined in any definition file of the directory: aerleon refuses the directory",
+    ),
+];
+
 #[test]
 fn every_invalid_config_is_refused_with_its_message() {
     let dir = Path::new("tests/fixtures/invalid");
@@ -353,15 +406,32 @@ fn every_invalid_config_is_refused_with_its_message() {
         let whitelist = dir.join(file.replace(".yml", ".whitelist.yml"));
         check(file, config::load(&path), format!("{}:{expected}", whitelist.display()));
     }
+    for (file, expected) in INVALID_AERLEON {
+        // `file.yml:...` is the config file, `name.defs/...` a definition file.
+        check(
+            file,
+            config::load(&dir.join(file)),
+            format!("{}/{expected}", dir.display()),
+        );
+    }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
 #[test]
 fn every_invalid_fixture_is_in_a_table() {
-    let listed: Vec<&str> = INVALID.iter().chain(INVALID_WHITELIST).map(|(f, _)| *f).collect();
+    let listed: Vec<&str> = INVALID
+        .iter()
+        .chain(INVALID_WHITELIST)
+        .chain(INVALID_AERLEON)
+        .map(|(f, _)| *f)
+        .collect();
     for entry in std::fs::read_dir("tests/fixtures/invalid").unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        if name.ends_with(".whitelist.yml") || name == "ok-whitelist.yml" {
+        // `.defs` directories hold the aerleon definitions of the `aerleon-*` cases.
+        if name.ends_with(".whitelist.yml")
+            || name == "ok-whitelist.yml"
+            || Path::new(&name).extension().is_some_and(|e| e == "defs")
+        {
             continue;
         }
         assert!(
@@ -466,7 +536,7 @@ fn defaults_apply_when_keys_are_absent() {
     let t = &config.targets[0];
     assert_eq!((t.port, t.check, t.ipv4, t.ipv6), (22, CheckKind::Ssh, true, true));
     assert_eq!(t.resolvers, vec![ResolverSpec::System]);
-    assert_eq!(t.whitelist_file, None, "no whitelist declared");
+    assert_eq!(t.whitelist_source, None, "no whitelist declared");
     let expected = config::Global {
         state_dir: dir.join("state"),
         ..config::Global::default()
@@ -896,4 +966,43 @@ fn tempdir() -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[test]
+fn aerleon_whitelists_are_their_targets_own_and_reread_on_reload() {
+    let dir = tempdir();
+    std::fs::create_dir_all(dir.join("defs")).unwrap();
+    let net = dir.join("defs/NETWORK.net");
+    std::fs::write(&net, "VENDOR = 198.51.100.7  # host\n         203.0.113.0/28\n").unwrap();
+    std::fs::write(
+        dir.join("c.yml"),
+        "global:\n  whitelist: {aerleon: defs, tokens: [VENDOR], ports: [2222]}\ntargets:\n  - {name: own, port: 22, static: [198.51.100.7], whitelist: {aerleon: defs, tokens: [VENDOR]}}\n  - {name: global, port: 990, static: [198.51.100.8]}\n",
+    )
+    .unwrap();
+    let config = config::load(&dir.join("c.yml")).unwrap();
+    let [own, global] = &config.targets[..] else {
+        panic!("two targets")
+    };
+    // The own whitelist: the target's port, its entries probed as declared hosts.
+    assert_eq!(
+        config.whitelist.declared_hosts(own).into_iter().collect::<Vec<_>>(),
+        [ip("198.51.100.7")]
+    );
+    assert!(config.whitelist.covers(own, ip("203.0.113.9")));
+    // The global one: its `ports`, which are not the target's port; never probed as hosts.
+    assert!(!config.whitelist.covers(global, ip("203.0.113.9")));
+    assert!(config.whitelist.declared_hosts(global).is_empty());
+    let first = &config.whitelist.entries[0];
+    assert_eq!(config.whitelist.files[first.file], net);
+    assert_eq!((first.line, first.comment.as_deref()), (1, Some("VENDOR: host")));
+    assert_eq!(first.ports, [22]);
+
+    // What a reload does: load again, and apply if it differs.
+    std::fs::write(&net, "VENDOR = 198.51.100.9\n").unwrap();
+    let reloaded = config::load(&dir.join("c.yml")).unwrap();
+    assert!(
+        !reloaded.same_as(&config),
+        "a changed definition is a changed configuration"
+    );
+    assert!(!reloaded.whitelist.covers(&reloaded.targets[0], ip("203.0.113.9")));
 }

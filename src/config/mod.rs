@@ -2,6 +2,7 @@
 //! typed values. Every refusal names the file, the line and column, and the key, because the
 //! people who write these files fix them from the message alone.
 
+pub mod aerleon;
 pub mod defaults;
 pub mod published;
 pub mod raw;
@@ -22,7 +23,7 @@ use serde_saphyr::{Location, Spanned};
 
 pub use published::{ListLocation, PublishedSource};
 pub use raw::RawConfig;
-use raw::{AddressFamily, RawAllow, RawTarget, RawWhitelist};
+use raw::{AddressFamily, RawAerleon, RawAllow, RawTarget, RawWhitelist, RawWhitelistRef};
 pub use raw::{CheckKind, ListFormat, ResolverSpec};
 
 use crate::prefix::PrefixIndex;
@@ -179,9 +180,10 @@ pub struct Target {
     pub allow_local_addresses: bool,
     /// The vendor's published lists.
     pub published: Vec<PublishedSource>,
-    /// Index into [`Whitelist::files`] of the file this target is audited against. `None`: no
-    /// whitelist is declared, and the audit only asks whether each published address is open.
-    pub whitelist_file: Option<usize>,
+    /// Which `whitelist:` this target is audited against (its own, or `global.whitelist`), the
+    /// [`Entry::source`](whitelist::Entry::source) of its entries. `None`: no whitelist is
+    /// declared, and the audit only asks whether each published address is open.
+    pub whitelist_source: Option<usize>,
     /// The SSH clients checked against every address and the host keys expected (`check: ssh`).
     pub ssh: ssh::SshPolicy,
 }
@@ -433,13 +435,9 @@ pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
 
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut targets = Vec::with_capacity(raw.targets.len());
-    let mut whitelist_files: Vec<(PathBuf, Vec<String>)> = Vec::new();
-    let global_whitelist = g.whitelist.as_ref().map(|p| {
-        (
-            normalize(base, &p.value),
-            ("global.whitelist".to_string(), p.referenced),
-        )
-    });
+    let mut sources: Vec<Source<'_>> = Vec::new();
+    let mut global_source: Option<usize> = None;
+    let global_whitelist = g.whitelist.as_ref();
 
     for (index, t) in raw.targets.iter().enumerate() {
         let key = format!("targets[{index}]");
@@ -455,39 +453,34 @@ pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        let target = build_target(path, &key, t, &name, &global_resolvers)?;
-        let whitelist_path = t.whitelist.as_ref().map(|p| normalize(base, &p.value));
-        match (&whitelist_path, &global_whitelist) {
-            (Some(own), _) => register(&mut whitelist_files, own, Some(&name)),
-            (None, Some((global, _))) => register(&mut whitelist_files, global, None),
-            (None, None) => {}
+        let mut target = build_target(path, &key, t, &name, &global_resolvers)?;
+        let source = match (&t.whitelist, global_whitelist) {
+            (Some(own), _) => Some(Source::add(
+                &mut sources,
+                base,
+                format!("{key}.whitelist"),
+                own,
+                Some(&name),
+            )),
+            (None, Some(global)) => Some(
+                *global_source
+                    .get_or_insert_with(|| Source::add(&mut sources, base, "global.whitelist".into(), global, None)),
+            ),
+            (None, None) => None,
+        };
+        if let Some(source) = source {
+            sources[source].ports.push(target.port);
         }
-        targets.push((target, whitelist_path));
+        target.whitelist_source = source;
+        targets.push(target);
     }
-    if let Some((global, _)) = &global_whitelist {
-        register(&mut whitelist_files, global, None);
+    if let (Some(global), None) = (global_whitelist, global_source) {
+        Source::add(&mut sources, base, "global.whitelist".into(), global, None);
     }
 
-    let names: BTreeSet<String> = targets.iter().map(|(t, _)| t.name.clone()).collect();
-    let entries = load_whitelists(
-        path,
-        base,
-        raw,
-        &whitelist_files,
-        global_whitelist.as_ref(),
-        &names,
-        global.broad_entry_prefix,
-    )?;
-
-    let targets: Vec<Target> = targets
-        .into_iter()
-        .map(|(mut target, own)| {
-            let file = own.or_else(|| global_whitelist.as_ref().map(|(g, _)| g.clone()));
-            target.whitelist_file = file.and_then(|f| whitelist_files.iter().position(|(w, _)| *w == f));
-            target
-        })
-        .collect();
-    let whitelist = Whitelist::new(whitelist_files.into_iter().map(|(file, _)| file).collect(), entries);
+    let names: BTreeSet<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let (files, entries) = load_whitelists(path, base, &sources, &names, global.broad_entry_prefix)?;
+    let whitelist = Whitelist::new(files, entries);
     let coverage = targets.iter().map(|t| whitelist.coverage(t)).collect();
     Ok(Config {
         path: path.to_path_buf(),
@@ -498,55 +491,252 @@ pub fn build(path: &Path, raw: &RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-/// Reads every whitelist file and turns its `allow` entries into [`Entry`] values. A file that
-/// cannot be read is reported at the key that named it.
+/// One `whitelist:` of the configuration: a whitelist file, or tokens of the firewall team's
+/// aerleon definitions. Targets audited against the same one share it.
+struct Source<'a> {
+    /// The key that named it first, and where.
+    key: String,
+    location: Location,
+    kind: SourceKind<'a>,
+    /// The targets whose own whitelist it is.
+    owners: Vec<String>,
+    /// The ports of the targets audited against it.
+    ports: Vec<u16>,
+}
+
+enum SourceKind<'a> {
+    File(PathBuf),
+    Aerleon(&'a RawAerleon),
+}
+
+impl<'a> Source<'a> {
+    /// The index of the source `written` names, added if new. A file named twice is one source
+    /// (as before); each aerleon mapping is its own.
+    fn add(
+        sources: &mut Vec<Source<'a>>,
+        base: &Path,
+        key: String,
+        written: &'a Spanned<RawWhitelistRef>,
+        owner: Option<&str>,
+    ) -> usize {
+        let kind = match &written.value {
+            RawWhitelistRef::File(file) => SourceKind::File(normalize(base, file)),
+            RawWhitelistRef::Aerleon(spec) => SourceKind::Aerleon(spec),
+        };
+        let existing = match &kind {
+            SourceKind::File(file) => sources
+                .iter()
+                .position(|s| matches!(&s.kind, SourceKind::File(f) if f == file)),
+            SourceKind::Aerleon(_) => None,
+        };
+        let slot = existing.unwrap_or_else(|| {
+            sources.push(Source {
+                key,
+                location: written.referenced,
+                kind,
+                owners: Vec::new(),
+                ports: Vec::new(),
+            });
+            sources.len() - 1
+        });
+        if let Some(owner) = owner {
+            sources[slot].owners.push(owner.to_string());
+        }
+        slot
+    }
+}
+
+/// Reads every whitelist source and turns it into [`Entry`] values; returns the files they were
+/// written in and the entries. A file that cannot be read is reported at the key that named it.
 fn load_whitelists(
     path: &Path,
     base: &Path,
-    raw: &RawConfig,
-    whitelist_files: &[(PathBuf, Vec<String>)],
-    global_whitelist: Option<&(PathBuf, (String, Location))>,
+    sources: &[Source<'_>],
     names: &BTreeSet<String>,
     broad: BroadEntryPrefix,
-) -> Result<Vec<Entry>, ConfigError> {
+) -> Result<(Vec<PathBuf>, Vec<Entry>), ConfigError> {
+    let mut files: Vec<PathBuf> = Vec::new();
     let mut entries = Vec::new();
-    for (file_index, (file, owners)) in whitelist_files.iter().enumerate() {
-        let (key, location) = raw
-            .targets
-            .iter()
-            .enumerate()
-            .find_map(|(i, t)| {
-                let own = t.whitelist.as_ref()?;
-                (normalize(base, &own.value) == *file).then(|| (format!("targets[{i}].whitelist"), own.referenced))
-            })
-            .or_else(|| global_whitelist.map(|(_, named)| named.clone()))
-            .expect("every whitelist file was named by a key");
-        let text = read_bounded(file).map_err(|err| match err {
-            ReadError::Io(err) => ConfigError::at(
+    for (source_index, source) in sources.iter().enumerate() {
+        match &source.kind {
+            SourceKind::File(file) => {
+                let text = read_bounded(file).map_err(|err| match err {
+                    ReadError::Io(err) => ConfigError::at(
+                        path,
+                        &source.location,
+                        source.key.clone(),
+                        format!("cannot read whitelist `{}`: {err}", file.display()),
+                    ),
+                    ReadError::TooLarge => ConfigError::new(file, None, too_large_file()),
+                })?;
+                let parsed: RawWhitelist = parse_yaml(file, &text)?;
+                let file_index = register_file(&mut files, file);
+                for (i, allow) in parsed.allow.iter().enumerate() {
+                    let at = EntryPlace {
+                        file,
+                        file_index,
+                        source: source_index,
+                    };
+                    entries.extend(build_entries(&at, i, allow, &source.owners, names, broad)?);
+                }
+            }
+            SourceKind::Aerleon(spec) => {
+                entries.extend(aerleon_entries(
+                    path,
+                    base,
+                    source,
+                    source_index,
+                    spec,
+                    &mut files,
+                    broad,
+                )?);
+            }
+        }
+    }
+    Ok((files, entries))
+}
+
+/// The index of `file` in `files`, added if new.
+fn register_file(files: &mut Vec<PathBuf>, file: &Path) -> usize {
+    files.iter().position(|f| f == file).unwrap_or_else(|| {
+        files.push(file.to_path_buf());
+        files.len() - 1
+    })
+}
+
+/// The entries of a `whitelist: {aerleon: DIR, tokens: [...]}`: every address its tokens resolve
+/// to, once, on its `ports` or the ports of the targets audited against it.
+fn aerleon_entries(
+    path: &Path,
+    base: &Path,
+    source: &Source<'_>,
+    source_index: usize,
+    spec: &RawAerleon,
+    files: &mut Vec<PathBuf>,
+    broad: BroadEntryPrefix,
+) -> Result<Vec<Entry>, ConfigError> {
+    let key = &source.key;
+    if spec.tokens.value.is_empty() {
+        return Err(ConfigError::at(
+            path,
+            &spec.tokens.referenced,
+            format!("{key}.tokens"),
+            "empty list: name at least one network token",
+        ));
+    }
+    let mut ports: Vec<u16> = match &spec.ports {
+        Some(ports) if ports.value.is_empty() => {
+            return Err(ConfigError::at(
                 path,
-                &location,
-                key,
-                format!("cannot read whitelist `{}`: {err}", file.display()),
-            ),
-            ReadError::TooLarge => ConfigError::new(file, None, too_large_file()),
-        })?;
-        let parsed: RawWhitelist = parse_yaml(file, &text)?;
-        for (i, allow) in parsed.allow.iter().enumerate() {
-            entries.extend(build_entries(file, file_index, i, allow, owners, names, broad)?);
+                &ports.referenced,
+                format!("{key}.ports"),
+                "empty list: name at least one port",
+            ));
+        }
+        Some(ports) => ports.value.iter().map(|p| p.0).collect(),
+        None => source.ports.clone(),
+    };
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() {
+        return Err(ConfigError::at(
+            path,
+            &source.location,
+            key.clone(),
+            "no target is audited against this whitelist (each has its own), so its addresses have no port: name them with `ports: [22]`",
+        ));
+    }
+    let dir = normalize(base, &spec.aerleon.value);
+    let definitions = read_aerleon_dir(path, &format!("{key}.aerleon"), &spec.aerleon.referenced, &dir)?;
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut seen: std::collections::HashSet<IpNet> = std::collections::HashSet::new();
+    for (i, token) in spec.tokens.value.iter().enumerate() {
+        let name = token.value.trim();
+        if !definitions.contains(name) {
+            return Err(ConfigError::at(
+                path,
+                &token.referenced,
+                format!("{key}.tokens[{i}]"),
+                format!(
+                    "unknown token `{name}`: no definition file in `{}` defines it ({} tokens there)",
+                    dir.display(),
+                    definitions.len()
+                ),
+            ));
+        }
+        for resolved in definitions.resolve(name)? {
+            if !seen.insert(resolved.prefix) {
+                continue;
+            }
+            entries.push(Entry {
+                prefix: resolved.prefix,
+                broad: broad.is_broad(&resolved.prefix),
+                ports: ports.clone(),
+                belongs_to: source.owners.clone(),
+                tagged: None,
+                comment: Some(match resolved.comment {
+                    Some(comment) => format!("{}: {comment}", resolved.via),
+                    None => resolved.via,
+                }),
+                file: register_file(files, &resolved.file),
+                source: source_index,
+                line: resolved.line,
+            });
         }
     }
     Ok(entries)
 }
 
-/// Records that `file` is read, and which target (if any) has it as its own whitelist.
-fn register(files: &mut Vec<(PathBuf, Vec<String>)>, file: &Path, owner: Option<&str>) {
-    let slot = files.iter().position(|(f, _)| f == file).unwrap_or_else(|| {
-        files.push((file.to_path_buf(), Vec::new()));
-        files.len() - 1
-    });
-    if let Some(owner) = owner {
-        files[slot].1.push(owner.to_string());
+/// Reads the definition files of an aerleon directory as aerleon does: every `*.net` and every
+/// `*.yaml`/`*.yml` with `networks:` directly in it (not below), in name order. `.svc` files and
+/// YAML `services:` are service definitions, not addresses.
+fn read_aerleon_dir(
+    path: &Path,
+    key: &str,
+    location: &Location,
+    dir: &Path,
+) -> Result<aerleon::Definitions, ConfigError> {
+    let cannot = |err: std::io::Error| {
+        ConfigError::at(
+            path,
+            location,
+            key,
+            format!("cannot read aerleon definitions directory `{}`: {err}", dir.display()),
+        )
+    };
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    for dir_entry in std::fs::read_dir(dir).map_err(cannot)? {
+        let file = dir_entry.map_err(cannot)?.path();
+        let wanted = matches!(file.extension().and_then(|e| e.to_str()), Some("net" | "yaml" | "yml"));
+        if wanted && file.is_file() {
+            candidates.push(file);
+        }
     }
+    candidates.sort();
+    let mut parsed = Vec::new();
+    for file in candidates {
+        let text = read_bounded(&file).map_err(|err| match err {
+            ReadError::Io(err) => ConfigError::new(&file, None, format!("cannot read `{}`: {err}", file.display())),
+            ReadError::TooLarge => ConfigError::new(&file, None, too_large_file()),
+        })?;
+        if file.extension().is_some_and(|e| e == "net") {
+            parsed.push(aerleon::parse_net(&file, &text)?);
+        } else if let Some(definitions) = aerleon::parse_yaml_networks(&file, &text)? {
+            parsed.push(definitions);
+        }
+    }
+    if parsed.is_empty() {
+        return Err(ConfigError::at(
+            path,
+            location,
+            key,
+            format!(
+                "`{}` holds no aerleon network definitions: no `*.net` file and no YAML file with `networks:`",
+                dir.display()
+            ),
+        ));
+    }
+    aerleon::Definitions::new(parsed)
 }
 
 fn normalize(base: &Path, path: &Path) -> PathBuf {
@@ -817,7 +1007,7 @@ fn build_target(
         static_addresses,
         allow_local_addresses,
         published,
-        whitelist_file: None,
+        whitelist_source: None,
         ssh: ssh::build(file, key, t.check.unwrap_or(CheckKind::Ssh), t.ssh.as_ref())?,
     })
 }
@@ -848,15 +1038,22 @@ fn validate_distinct_lists(
     Ok(())
 }
 
-fn build_entries(
-    file: &Path,
+/// Where the entries of one whitelist file come from.
+struct EntryPlace<'a> {
+    file: &'a Path,
     file_index: usize,
+    source: usize,
+}
+
+fn build_entries(
+    place: &EntryPlace<'_>,
     index: usize,
     allow: &RawAllow,
     owners: &[String],
     names: &BTreeSet<String>,
     broad: BroadEntryPrefix,
 ) -> Result<Vec<Entry>, ConfigError> {
+    let file = place.file;
     let key = format!("allow[{index}]");
     if allow.addresses.value.is_empty() {
         return Err(ConfigError::at(
@@ -915,7 +1112,8 @@ fn build_entries(
             belongs_to: belongs_to.clone(),
             tagged: allow.target.as_ref().map(|t| t.value.trim().to_string()),
             comment: allow.comment.clone(),
-            file: file_index,
+            file: place.file_index,
+            source: place.source,
             line: address.referenced.line(),
         })
         .collect())

@@ -30,7 +30,7 @@ pub struct RawGlobal {
     pub concurrency: Option<Concurrency>,
     pub per_target_concurrency: Option<Concurrency>,
     pub resolvers: Option<Spanned<Vec<ResolverSpec>>>,
-    pub whitelist: Option<Spanned<PathBuf>>,
+    pub whitelist: Option<Spanned<RawWhitelistRef>>,
     pub state_dir: Option<PathBuf>,
     pub history_max_mib: Option<HistoryMib>,
     pub max_probe_addresses_per_prefix: Option<Count>,
@@ -58,7 +58,7 @@ pub struct RawTarget {
     pub dns_retention: Option<HumanDuration>,
     #[serde(rename = "static")]
     pub static_addresses: Option<Vec<HostAddress>>,
-    pub whitelist: Option<Spanned<PathBuf>>,
+    pub whitelist: Option<Spanned<RawWhitelistRef>>,
     pub published: Option<Vec<Spanned<RawPublished>>>,
     pub allow_local_addresses: Option<bool>,
     pub ssh: Option<Spanned<RawSsh>>,
@@ -129,6 +129,48 @@ pub enum ListFormat {
     Json,
     /// A YAML document; `select` picks the address strings.
     Yaml,
+}
+
+/// A `whitelist:` as written: the path of a whitelist file, or the firewall team's aerleon
+/// network definitions.
+#[derive(Debug)]
+pub enum RawWhitelistRef {
+    /// `whitelist: whitelist.yml`
+    File(PathBuf),
+    /// `whitelist: {aerleon: definitions/, tokens: [VENDOR_SFTP]}`
+    Aerleon(Box<RawAerleon>),
+}
+
+/// `whitelist: {aerleon: DIR, tokens: [...], ports: [...]}` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAerleon {
+    /// The definitions directory (`*.net`, YAML with `networks:`).
+    pub aerleon: Spanned<PathBuf>,
+    /// The network tokens whose addresses the firewall allows.
+    pub tokens: Spanned<Vec<Spanned<String>>>,
+    /// The ports those addresses are allowed on; absent: the port of each target audited against it.
+    pub ports: Option<Spanned<Vec<NonZeroU16Port>>>,
+}
+
+impl<'de> Deserialize<'de> for RawWhitelistRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawWhitelistRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the path of a whitelist file, or a mapping {aerleon: DIR, tokens: [NAME, ...]}")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(RawWhitelistRef::File(PathBuf::from(text)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawAerleon::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|spec| RawWhitelistRef::Aerleon(Box::new(spec)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -538,7 +580,7 @@ impl Prefix {
 }
 
 /// `text` without the leading zeros of its dotted IPv4 part, if it is one and has any.
-fn without_leading_zeros(text: &str) -> Option<String> {
+pub(super) fn without_leading_zeros(text: &str) -> Option<String> {
     let (address, length) = text.split_once('/').map_or((text, None), |(a, l)| (a, Some(l)));
     let octets: Vec<&str> = address.split('.').collect();
     let dotted = octets.len() == 4

@@ -11,7 +11,8 @@ use ipnet::IpNet;
 use super::Target;
 use crate::prefix::{PrefixIndex, prefix_label};
 
-/// One address or CIDR of an `allow[].addresses` list, with the ports of its entry.
+/// One address or CIDR of an `allow[].addresses` list, with the ports of its entry, or one
+/// address an aerleon token resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// IPv4-mapped IPv6 prefixes are stored as the IPv4 prefix they map.
@@ -26,8 +27,11 @@ pub struct Entry {
     /// The `target:` tag as written.
     pub tagged: Option<String>,
     pub comment: Option<String>,
-    /// Index into [`Whitelist::files`].
+    /// Index into [`Whitelist::files`]: the file its line is in.
     pub file: usize,
+    /// Which `whitelist:` of the configuration declared it: a target is audited against the
+    /// entries of its [`Target::whitelist_source`].
+    pub source: usize,
     /// Line of the address in its file.
     pub line: u64,
 }
@@ -44,13 +48,14 @@ impl Entry {
     }
 
     fn applies_to(&self, target: &Target) -> bool {
-        Some(self.file) == target.whitelist_file || self.tagged.as_deref() == Some(target.name.as_str())
+        Some(self.source) == target.whitelist_source || self.tagged.as_deref() == Some(target.name.as_str())
     }
 }
 
-/// Every declared entry of every whitelist file the configuration names.
+/// Every declared entry of every whitelist the configuration names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Whitelist {
+    /// The files the entries were read from: whitelist files, aerleon definition files.
     pub files: Vec<PathBuf>,
     pub entries: Vec<Entry>,
 }

@@ -191,7 +191,7 @@ fn evaluate_target(
     input: &TargetInput<'_>,
     sources: Vec<SourceReport>,
 ) -> TargetReport {
-    let declared = target.whitelist_file.is_some();
+    let declared = target.whitelist_source.is_some();
     let names: Vec<Arc<str>> = sources.iter().map(|s| Arc::from(s.name())).collect();
     let mut counts = Counts {
         published: input.published.len(),
