@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check` and `validate`. Exit codes are a contract: 0 clean, 1 findings
-//! (or a failed source) in `check`, 2 bad input.
+//! The command line: `serve`, `check`, `request`, `validate` and `demo`. Exit codes are a contract: 0
+//! clean, 1 findings (or a failed source) in `check` and something to request in `request`, 2 bad input.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -14,7 +14,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::mpsc;
 
 use crate::app::{self, Shared};
+use crate::change_request;
 use crate::config::{self, CheckKind, Config, ConfigError, ResolverSpec, defaults};
+use crate::core::request::ChangeRequest;
 use crate::logging::{self, LogFormat};
 use crate::output;
 use crate::probe::Os;
@@ -37,6 +39,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
   whitelist-audit demo                                              see every finding on loopback, no network needed
   whitelist-audit check --host sftp.vendor.example                  are all its addresses reachable from here?
   whitelist-audit check --host sftp.vendor.example --whitelist whitelist.yml --resolver 192.0.2.53
+  whitelist-audit request --config.file config.yml --format nftables  the firewall change to ask for
   whitelist-audit validate --config.file config.yml
   whitelist-audit serve --config.file config.yml                    metrics on :10022/metrics
 
@@ -47,7 +50,8 @@ SSH session checks (off by default; keys ssh.idle_hold, ssh.auth, ssh.sftp in th
   a hold is meaningful only below it (longer: server_closed, not a path verdict); with ssh.auth the
   hold is made logged in. Secrets come from password_env, password_file or private_key_file only.
 
-Exit codes: 0 clean, 1 findings (check), 2 bad configuration, whitelist or flags."
+Exit codes: 0 clean, 1 findings (check) or something to request (request), 2 bad configuration,
+whitelist or flags."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -64,10 +68,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: probe every address each interval and serve /metrics.
+    /// Run the daemon: probe every address each interval; serve /metrics, the status page at / and
+    /// the JSON API at /api/v1/.
     Serve(ServeArgs),
     /// One refresh and one sweep, then a table (or JSON); exit 0 clean, 1 findings, 2 bad input.
     Check(CheckArgs),
+    /// The change request for the firewall team: addresses to add, blocked ones with the evidence,
+    /// entries to remove; exit 0 when there is nothing to request, 1 when there is, 2 bad input.
+    Request(RequestArgs),
     /// Check the configuration and whitelist files; exit 0 or 2.
     Validate(ValidateArgs),
     /// A vendor pool, a whitelist and every finding on loopback: see it work, no network, no
@@ -170,8 +178,39 @@ pub struct ValidateArgs {
 
 /// Flags of `check`.
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("source").required(true).multiple(true).args(["config_file", "host", "static_addresses"]))]
 pub struct CheckArgs {
+    #[command(flatten)]
+    pub audit: AuditArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// Flags of `request`.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub audit: AuditArgs,
+    /// text: for a ticket; yaml: the entries to add as a whitelist file (valid for validate);
+    /// nftables, iptables: egress rules for the missing pairs (never applied); csv: a row each.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: RequestFormat,
+}
+
+/// `request --format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RequestFormat {
+    Text,
+    Yaml,
+    Nftables,
+    Iptables,
+    Csv,
+}
+
+/// What `check` and `request` audit: a configuration file, or a host and flags.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(true).args(["config_file", "host", "static_addresses"]))]
+pub struct AuditArgs {
     /// The configuration file. The flags below then cannot be used: the file says it all.
     #[arg(long = "config.file", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
@@ -226,9 +265,6 @@ pub struct CheckArgs {
     /// (SHA256:...); repeat for several.
     #[arg(long = "host-key", value_name = "SHA256:...", conflicts_with = "config_file")]
     pub host_keys: Vec<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    pub output: OutputFormat,
 }
 
 /// `--check` values: every probe kind, from the kind list.
@@ -276,6 +312,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(err) => bad_input(&err),
         },
         Command::Check(args) => check(args).await,
+        Command::Request(args) => request(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Demo(args) => demo(args).await,
     }
@@ -286,17 +323,18 @@ fn bad_input(err: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_BAD_INPUT)
 }
 
-async fn check(args: CheckArgs) -> ExitCode {
+/// Loads what `check` and `request` audit, and runs one refresh and one sweep.
+async fn audit_once(args: &AuditArgs) -> Result<Arc<crate::core::state::Snapshot>, ExitCode> {
     let config = match &args.config_file {
         Some(file) => match config::load(file) {
             Ok(config) => config,
-            Err(err) => return bad_input(&err),
+            Err(err) => return Err(bad_input(&err)),
         },
-        None => match config_from_flags(&args) {
+        None => match config_from_flags(args) {
             Ok(config) => config,
             Err(message) => {
                 eprintln!("error: {message}");
-                return ExitCode::from(EXIT_BAD_INPUT);
+                return Err(ExitCode::from(EXIT_BAD_INPUT));
             }
         },
     };
@@ -306,15 +344,56 @@ async fn check(args: CheckArgs) -> ExitCode {
     let shown = progress.is_some();
     let snapshot = app::check_once(config, Arc::new(Os), progress).await;
     if shown {
-        // Clear the progress line before the table.
+        // Clear the progress line before the output.
         eprint!("\r\x1b[2K");
     }
+    Ok(snapshot)
+}
+
+async fn check(args: CheckArgs) -> ExitCode {
+    let snapshot = match audit_once(&args.audit).await {
+        Ok(snapshot) => snapshot,
+        Err(code) => return code,
+    };
     let report = &snapshot.report;
     match args.output {
         OutputFormat::Table => print!("{}", output::table(report)),
         OutputFormat::Json => print!("{}", output::json(report)),
     }
     if output::Summary::of(report).is_clean() {
+        ExitCode::from(EXIT_OK)
+    } else {
+        ExitCode::from(EXIT_FINDINGS)
+    }
+}
+
+async fn request(args: RequestArgs) -> ExitCode {
+    let snapshot = match audit_once(&args.audit).await {
+        Ok(snapshot) => snapshot,
+        Err(code) => return code,
+    };
+    let request = ChangeRequest::of(&snapshot.report);
+    let format = match args.format {
+        RequestFormat::Text => change_request::Format::Text,
+        RequestFormat::Yaml => change_request::Format::Yaml,
+        RequestFormat::Nftables => change_request::Format::Nftables,
+        RequestFormat::Iptables => change_request::Format::Iptables,
+        RequestFormat::Csv => change_request::Format::Csv,
+    };
+    print!("{}", change_request::render(&request, format, snapshot.taken_at));
+    let failed_sources = snapshot
+        .report
+        .targets
+        .iter()
+        .flat_map(|t| &t.sources)
+        .filter(|s| s.up == Some(false))
+        .count();
+    if failed_sources > 0 {
+        eprintln!(
+            "warning: {failed_sources} source(s) failed; the request is made from their last good sets (see check)"
+        );
+    }
+    if request.is_empty() {
         ExitCode::from(EXIT_OK)
     } else {
         ExitCode::from(EXIT_FINDINGS)
@@ -341,7 +420,7 @@ fn show_progress(progress: app::Progress) {
 
 /// Builds a one-target configuration from `check`'s flags, through the same loader as a file, so
 /// the same validation applies; a refusal names the flag, not a file the user never wrote.
-fn config_from_flags(args: &CheckArgs) -> Result<Config, String> {
+fn config_from_flags(args: &AuditArgs) -> Result<Config, String> {
     let quote = |s: &str| serde_json::to_string(s).expect("string serializes");
     let (host, mut statics) = match args.host.as_deref().map(str::trim) {
         // An address given as the host is what the user wants checked: a static address.

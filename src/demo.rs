@@ -209,8 +209,10 @@ impl Lab {
         );
         let _ = write!(
             out,
-            "metrics: http://{listen}/metrics   (try: curl -s http://{listen}/metrics | grep whitelist_audit_ip_finding)\n\
+            "page:    http://{listen}/   (every address, worst first, since when)\n\
+             metrics: http://{listen}/metrics   (try: curl -s http://{listen}/metrics | grep whitelist_audit_ip_finding)\n\
              table:   whitelist-audit check --config.file {}\n\
+             request: whitelist-audit request --config.file {0}   (what to ask of the firewall team)\n\
              Ctrl-C stops the demo and removes its files.\n",
             self.config.display()
         );

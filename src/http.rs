@@ -24,9 +24,11 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+use crate::change_request::Format;
 use crate::config::ConfigError;
 use crate::config::web::{ClientAuth, TlsSettings, TlsVersion, WebConfig};
 use crate::core::event::{self, Aspect, EventQuery};
+use crate::core::request::ChangeRequest;
 use crate::core::state::Snapshot;
 use crate::output::AddressFilter;
 
@@ -275,6 +277,7 @@ pub fn router(
         .route("/", get(index))
         .route("/api/v1/snapshot", get(api_snapshot))
         .route("/api/v1/history", get(api_history))
+        .route("/api/v1/request", get(api_request))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(ready))
@@ -477,6 +480,44 @@ async fn api_history(State(web): State<Web>, Query(params): Query<HistoryParams>
     json_response(&HistoryBody {
         events: event::select(&snapshot.history, &query),
     })
+}
+
+/// `/api/v1/request?format=`: `whitelist-audit request` from the daemon's last snapshot (JSON by
+/// default; `text`, `yaml`, `nftables`, `iptables`, `csv` as the command prints them).
+async fn api_request(State(web): State<Web>, Query(params): Query<RequestParams>) -> Response {
+    let snapshot = Arc::clone(&web.snapshots.borrow());
+    let request = ChangeRequest::of(&snapshot.report);
+    let format = match params.format.as_deref() {
+        None | Some("" | "json") => return json_response(&request),
+        Some("text") => Format::Text,
+        Some("yaml") => Format::Yaml,
+        Some("nftables") => Format::Nftables,
+        Some("iptables") => Format::Iptables,
+        Some("csv") => Format::Csv,
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("format `{other}`: write json, text, yaml, nftables, iptables or csv\n"),
+            )
+                .into_response();
+        }
+    };
+    let content_type = match format {
+        Format::Csv => "text/csv; charset=utf-8",
+        Format::Yaml => "application/yaml; charset=utf-8",
+        _ => "text/plain; charset=utf-8",
+    };
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        crate::change_request::render(&request, format, snapshot.taken_at),
+    )
+        .into_response()
+}
+
+/// `/api/v1/request` query parameters.
+#[derive(Debug, Default, serde::Deserialize)]
+struct RequestParams {
+    format: Option<String>,
 }
 
 fn history_query(params: HistoryParams, now: std::time::SystemTime) -> Result<EventQuery, String> {

@@ -7,6 +7,7 @@
 //! `app` (the scheduler); `cli`.
 
 pub mod app;
+pub mod change_request;
 pub mod cli;
 pub mod config;
 pub mod core;

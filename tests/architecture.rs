@@ -37,11 +37,19 @@ fn rule(module: &str) -> Option<Rule> {
         "core" => Rule::Only(&["prefix", "config"]),
         // The two sources of data never know each other (the scheduler joins them), and the views
         // render what the core computed.
-        "probe" | "metrics" | "output" => Rule::Only(CORE_AND_BELOW),
+        "probe" | "metrics" | "output" | "change_request" => Rule::Only(CORE_AND_BELOW),
         // The status page renders the snapshot, filtered as `output` filters it.
         "page" => Rule::Only(&["prefix", "config", "core", "output"]),
         "discovery" => Rule::Only(&["prefix", "config", "core", "state_file"]),
-        "http" => Rule::Only(&["prefix", "config", "core", "metrics", "output", "page"]),
+        "http" => Rule::Only(&[
+            "prefix",
+            "config",
+            "core",
+            "metrics",
+            "output",
+            "page",
+            "change_request",
+        ]),
         "app" => Rule::Only(&[
             "prefix",
             "config",

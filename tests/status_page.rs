@@ -46,9 +46,10 @@ fn config(lab: &Lab) -> std::path::PathBuf {
         "serve.yml",
         &format!(
             "global:
-  interval: 2s
+  interval: 3s
   timeout: 1s
-  attempts: 1
+  attempts: 2
+  retry_delay: 200ms
   whitelist: whitelist.yml
   state_dir: {}
 targets:
@@ -193,6 +194,18 @@ fn the_page_the_api_and_the_metric_say_since_when_across_a_restart() {
     let expected = dropped_at as f64;
     assert_eq!(since, Some(expected));
 
+    // The daemon's change request carries the history's since.
+    let request = json(&lab, &format!("{API}/request"));
+    let blocked = request["blocked"].as_array().unwrap();
+    let open = blocked
+        .iter()
+        .find(|b| b["ip"] == OPEN)
+        .unwrap_or_else(|| panic!("{request:#}"));
+    assert_eq!(open["since"].as_u64(), Some(dropped_at), "{request:#}");
+    let (status, text) = lab.http("GET", &format!("{API}/request?format=text"));
+    assert_eq!(status, 200);
+    assert!(text.contains("BLOCKED") && text.contains(DROPPED6), "{text}");
+
     browse(&lab, dropped_at);
 }
 
@@ -260,4 +273,116 @@ fn browse(lab: &Lab, dropped_at: u64) {
         .collect();
     open.sort_unstable();
     assert_eq!(open, [DROPPED, OPEN6], "{seen:#}");
+}
+
+/// `request` on the same lab, before anything changes: the IPv6 address the firewall drops is
+/// missing from the whitelist, the open one undeclared, 192.0.2.2 blocked; a stale and an unused
+/// entry are to go. Each format is read back by the tool it is for.
+#[test]
+fn request_gives_the_firewall_team_the_change_in_every_format() {
+    if !lab_allowed("request_gives_the_firewall_team_the_change_in_every_format")
+        || !tools_allowed("request --format nftables", &["nft"])
+    {
+        return;
+    }
+    let lab = build_lab();
+    lab.write(
+        "partial.yml",
+        "allow:\n  - addresses: [192.0.2.0/29]\n    ports: [22]\n  - addresses: [192.0.2.9]\n    ports: [22]\n    target: vendor-sftp\n  - addresses: [203.0.113.0/24]\n    ports: [22]\n",
+    );
+    let config = lab.write(
+        "request.yml",
+        &format!(
+            "global:\n  timeout: 1500ms\n  attempts: 2\n  retry_delay: 200ms\n  whitelist: partial.yml\n  state_dir: {}\ntargets:\n  - name: vendor-sftp\n    static: [{OPEN}, {DROPPED}, \"{OPEN6}\", \"{DROPPED6}\"]\n",
+            lab.dir.join("request-state").display()
+        ),
+    );
+    let request = |format: &str| {
+        let output = lab.audit(&["request", "--config.file", config.to_str().unwrap(), "--format", format]);
+        assert_eq!(output.status.code(), Some(1), "something to request: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    let text = request("text");
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(needle))
+            .unwrap_or_else(|| panic!("no line for {needle}:\n{text}"))
+            .to_string()
+    };
+    let sections: Vec<&str> = text.lines().filter(|l| l.ends_with("):")).collect();
+    assert_eq!(sections.len(), 4, "add, blocked, declare, remove:\n{text}");
+    assert!(
+        sections[0].starts_with("ADD") && sections[0].ends_with("(1):"),
+        "{text}"
+    );
+    assert!(
+        line(DROPPED6).contains("published by static, timeout from here since "),
+        "{text}"
+    );
+    assert!(
+        line(DROPPED).contains("timeout since") && line(DROPPED).contains("SYN"),
+        "{text}"
+    );
+    assert!(line(OPEN6).contains("open from here"), "{text}");
+    assert!(line("192.0.2.9").contains("no longer published"), "{text}");
+    assert!(line("203.0.113.0/24").contains("covers no published address"), "{text}");
+
+    // The YAML is a whitelist `validate` accepts, and it covers exactly the two IPv6 addresses.
+    let patch = lab.write("patch.yml", &request("yaml"));
+    let patched = lab.write(
+        "patched.yml",
+        "global:\n  whitelist: patch.yml\ntargets:\n  - name: vendor-sftp\n    static: [192.0.2.1]\n",
+    );
+    let validate = lab.audit(&["validate", "--config.file", patched.to_str().unwrap()]);
+    assert!(
+        validate.status.success(),
+        "{validate:?}\n{}",
+        std::fs::read_to_string(&patch).unwrap()
+    );
+    assert!(
+        String::from_utf8_lossy(&validate.stdout).contains("2 whitelist entries"),
+        "{validate:?}"
+    );
+
+    // nftables: parsed by nft itself in check mode (nothing is loaded).
+    let nft = lab.write("request.nft", &request("nftables"));
+    assert!(
+        std::fs::read_to_string(&nft)
+            .unwrap()
+            .contains(&format!("elements = {{ {DROPPED6} }}"))
+    );
+    lab.run(&lab.client, &["nft", "-c", "-f", nft.to_str().unwrap()]);
+
+    // iptables: the commands run in the lab's server namespace (no traffic goes through it), and
+    // the rule is there afterwards.
+    let iptables = request("iptables");
+    let commands: Vec<&str> = iptables.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(commands.len(), 1, "{iptables}");
+    assert!(commands[0].starts_with("ip6tables -A FORWARD"), "{iptables}");
+    lab.run(&lab.server, &["sh", "-c", commands[0]]);
+    let rules = String::from_utf8(lab.run(&lab.server, &["ip6tables", "-S", "FORWARD"]).stdout).unwrap();
+    assert!(
+        rules.contains(&format!("-d {DROPPED6}/128")) && rules.contains("--dport 22"),
+        "{rules}"
+    );
+
+    let csv = request("csv");
+    let actions: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(actions, ["add", "declare", "blocked", "remove", "remove"], "{csv}");
+
+    // Nothing to request: exit 0.
+    let clean = lab.write(
+        "clean.yml",
+        &format!(
+            "global:\n  timeout: 1500ms\n  attempts: 2\n  retry_delay: 200ms\n  whitelist: whitelist.yml\n  state_dir: {}\ntargets:\n  - name: vendor-sftp\n    static: [{OPEN}, \"{OPEN6}\"]\n",
+            lab.dir.join("clean-state").display()
+        ),
+    );
+    let output = lab.audit(&["request", "--config.file", clean.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("Nothing to change"),
+        "{output:?}"
+    );
 }

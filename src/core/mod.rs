@@ -10,6 +10,7 @@ pub mod finding;
 pub mod history;
 pub mod list;
 pub mod outcome;
+pub mod request;
 pub mod session;
 pub mod source;
 pub mod ssh;

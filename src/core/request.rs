@@ -1,0 +1,172 @@
+//! The change request for the firewall team, from the audit's report: which address/port pairs
+//! to add, which are whitelisted but blocked (with the evidence), which entries to remove. Pure;
+//! `output::request` renders it as text, YAML, nftables, iptables or CSV.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::audit::{AddressReport, Report};
+use super::finding::Finding;
+use super::ssh::unix_seconds;
+use crate::prefix::prefix_label;
+
+/// An address or prefix to let through on a port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Addition {
+    pub target: String,
+    /// A host prefix for a single address.
+    pub prefix: IpNet,
+    pub port: u16,
+    /// The sources that publish it.
+    pub published_by: Vec<Arc<str>>,
+    /// Since when the address has this finding, when the history knows.
+    #[serde(serialize_with = "optional_unix_seconds")]
+    pub since: Option<SystemTime>,
+    /// The last probe's state (`refused`, `timeout`, ... for a missing address, `open` for an
+    /// undeclared one); `None` for a prefix.
+    pub state: Option<&'static str>,
+}
+
+/// A whitelisted, published address that is not reachable: the firewall team's to fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    pub target: String,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub published_by: Vec<Arc<str>>,
+    pub state: &'static str,
+    /// What the probe saw.
+    pub evidence: String,
+    #[serde(serialize_with = "optional_unix_seconds")]
+    pub since: Option<SystemTime>,
+}
+
+/// Why an entry should go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalReason {
+    /// A single address declared for a target that the vendor no longer publishes.
+    Stale,
+    /// An entry that covers no published address of any audited target on that port.
+    Unused,
+}
+
+/// A whitelist entry (on one of its ports) to remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Removal {
+    /// The entry as the `entry` label writes it.
+    pub entry: String,
+    pub port: u16,
+    pub reason: RemovalReason,
+    /// The target it was declared for (stale entries).
+    pub target: Option<String>,
+    #[serde(serialize_with = "optional_unix_seconds")]
+    pub since: Option<SystemTime>,
+}
+
+/// Everything the firewall team is asked to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChangeRequest {
+    /// Published, not whitelisted, not reachable: a rule and a whitelist entry are missing.
+    pub add: Vec<Addition>,
+    /// Published and reachable, but no whitelist entry declares it: the whitelist file lags the
+    /// firewall.
+    pub declare: Vec<Addition>,
+    /// Whitelisted and published, but not reachable from here.
+    pub blocked: Vec<Blocked>,
+    pub remove: Vec<Removal>,
+}
+
+impl ChangeRequest {
+    /// Whether nothing is asked.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.declare.is_empty() && self.blocked.is_empty() && self.remove.is_empty()
+    }
+
+    /// What `report` asks of the firewall team.
+    pub fn of(report: &Report) -> Self {
+        let mut request = Self::default();
+        for target in &report.targets {
+            for address in &target.addresses {
+                let finding_since = address.since.as_ref().map(|s| s.finding);
+                let state = address.probe.as_ref().map(|p| p.state.as_label());
+                match address.finding {
+                    Some(Finding::Missing) => request.add.push(addition(address, finding_since, state)),
+                    Some(Finding::Undeclared) => request.declare.push(addition(address, finding_since, state)),
+                    Some(Finding::Blocked) => request.blocked.push(Blocked {
+                        target: address.target.clone(),
+                        ip: address.ip,
+                        port: address.port,
+                        published_by: address.published_by.clone(),
+                        state: state.unwrap_or("not probed"),
+                        evidence: address
+                            .probe
+                            .as_ref()
+                            .map(super::outcome::ProbeResult::describe)
+                            .unwrap_or_default(),
+                        since: finding_since,
+                    }),
+                    Some(Finding::Stale) => request.remove.push(Removal {
+                        entry: prefix_label(&IpNet::from(address.ip)),
+                        port: address.port,
+                        reason: RemovalReason::Stale,
+                        target: Some(address.target.clone()),
+                        since: finding_since,
+                    }),
+                    Some(Finding::BogusAddress) | None => {}
+                }
+            }
+            for prefix in &target.prefixes {
+                for part in &prefix.uncovered {
+                    request.add.push(Addition {
+                        target: target.target.clone(),
+                        prefix: *part,
+                        port: target.port,
+                        published_by: prefix.published_by.clone(),
+                        since: None,
+                        state: None,
+                    });
+                }
+            }
+        }
+        for usage in report.whitelist_entries.iter().filter(|u| u.unused) {
+            let already = request
+                .remove
+                .iter()
+                .any(|r| r.entry == usage.entry && r.port == usage.port);
+            if !already {
+                request.remove.push(Removal {
+                    entry: usage.entry.clone(),
+                    port: usage.port,
+                    reason: RemovalReason::Unused,
+                    target: None,
+                    since: None,
+                });
+            }
+        }
+        request
+    }
+}
+
+fn addition(address: &AddressReport, since: Option<SystemTime>, state: Option<&'static str>) -> Addition {
+    Addition {
+        target: address.target.clone(),
+        prefix: IpNet::from(address.ip),
+        port: address.port,
+        published_by: address.published_by.clone(),
+        since,
+        state,
+    }
+}
+
+#[allow(clippy::ref_option)] // serde's serialize_with hands a reference to the field
+fn optional_unix_seconds<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => unix_seconds::serialize(at, s),
+        None => s.serialize_none(),
+    }
+}
