@@ -85,9 +85,10 @@ impl Shared {
     /// left it; with `keep_writing`, every change from now on is appended to it (`serve`).
     pub fn restore_history(&self, keep_writing: bool) {
         let global = &self.config().global;
-        history_log::restore(&global.state_dir, &mut lock(&self.history));
+        let mut history = lock(&self.history);
+        history_log::restore(&global.state_dir, &mut history);
         if keep_writing {
-            match HistoryLog::open(&global.state_dir, global.history_max_bytes) {
+            match HistoryLog::open(&global.state_dir, global.history_max_bytes, &history) {
                 Ok(log) => *lock(&self.history_log) = Some(log),
                 Err(error) => tracing::warn!(
                     dir = %global.state_dir.display(),
@@ -142,7 +143,7 @@ impl Shared {
         let mut snapshot = copy.snapshot();
         {
             let mut history = lock(&self.history);
-            let events = history.observe(&mut snapshot.report, snapshot.taken_at);
+            let events = history.observe(&mut snapshot.report, snapshot.taken_at, snapshot.status.ready);
             if let Some(log) = lock(&self.history_log).as_mut() {
                 log.append(&events, &history);
             }

@@ -61,6 +61,11 @@ fn text(request: &ChangeRequest, now: SystemTime) -> String {
         out.push_str(
             "\nNothing to change: every published address is whitelisted and reachable, and every entry is used.\n",
         );
+    }
+    for why in &request.removals_withheld {
+        let _ = writeln!(out, "\nNo removal is proposed: {why}.");
+    }
+    if request.is_empty() {
         return out;
     }
     let additions = |out: &mut String, title: &str, items: &[Addition]| {
@@ -107,6 +112,11 @@ fn text(request: &ChangeRequest, now: SystemTime) -> String {
     }
     additions(
         &mut out,
+        "REVIEW before adding: published, not whitelisted, and broader than global.broad_entry_prefix",
+        &request.review,
+    );
+    additions(
+        &mut out,
         "DECLARE in the whitelist: already reachable, but no entry says so",
         &request.declare,
     );
@@ -124,6 +134,23 @@ fn text(request: &ChangeRequest, now: SystemTime) -> String {
             let _ = writeln!(out, "  {:<39} tcp/{:<5} {why}{}", r.entry, r.port, since(r.since));
         }
     }
+    if !request.unknown.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nUNKNOWN: not judged, so this request may be incomplete; run it again ({}):",
+            request.unknown.len()
+        );
+        for u in &request.unknown {
+            let _ = writeln!(
+                out,
+                "  {:<39} tcp/{:<5} {}: {}",
+                u.ip.to_string(),
+                u.port,
+                u.target,
+                u.why
+            );
+        }
+    }
     out
 }
 
@@ -134,6 +161,22 @@ fn yaml(request: &ChangeRequest, now: SystemTime) -> String {
         "# {}\n# Entries to add to the declared whitelist; this file is itself a valid whitelist.\n",
         header(now)
     );
+    for a in &request.review {
+        let _ = writeln!(
+            out,
+            "# review, not added: {} port {} ({}) is broader than global.broad_entry_prefix",
+            prefix_label(&a.prefix),
+            a.port,
+            a.target
+        );
+    }
+    for u in &request.unknown {
+        let _ = writeln!(
+            out,
+            "# unknown, not judged: {} port {} ({}): {}",
+            u.ip, u.port, u.target, u.why
+        );
+    }
     for r in &request.remove {
         let _ = writeln!(
             out,
@@ -210,9 +253,9 @@ fn nftables(request: &ChangeRequest, now: SystemTime) -> String {
         let elements: Vec<String> = prefixes.iter().map(prefix_label).collect();
         let _ = writeln!(
             out,
-            "\tset missing_{}_{port} {{\n\t\ttype {family}\n\t\tflags interval\n\t\tcomment {}\n\t\telements = {{ {} }}\n\t}}",
+            "\t# for {}\n\tset missing_{}_{port} {{\n\t\ttype {family}\n\t\tflags interval\n\t\telements = {{ {} }}\n\t}}",
+            targets.join(", "),
             if *v6 { "v6" } else { "v4" },
-            yaml_string(&targets.join(", ")),
             elements.join(", ")
         );
     }
@@ -239,20 +282,16 @@ fn iptables(request: &ChangeRequest, now: SystemTime) -> String {
     if request.add.is_empty() {
         out.push_str("# nothing to add\n");
     }
-    for a in &request.add {
-        let tool = if matches!(a.prefix, IpNet::V6(_)) {
-            "ip6tables"
-        } else {
-            "iptables"
-        };
-        let comment = format!("{}: whitelist-audit request", a.target);
-        let _ = writeln!(
-            out,
-            "{tool} -A FORWARD -p tcp -d {} --dport {} -m comment --comment {} -j ACCEPT",
-            a.prefix.trunc(),
-            a.port,
-            shell_quote(&comment)
-        );
+    for ((v6, port), (prefixes, targets)) in sets(request) {
+        let tool = if v6 { "ip6tables" } else { "iptables" };
+        let comment = format!("{}: whitelist-audit request", targets.join(", "));
+        for prefix in prefixes {
+            let _ = writeln!(
+                out,
+                "{tool} -A FORWARD -p tcp -d {prefix} --dport {port} -m comment --comment {} -j ACCEPT",
+                shell_quote(&comment)
+            );
+        }
     }
     out
 }
@@ -261,8 +300,27 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-/// Blocked and stale pairs, as comments above a rule set.
+/// What a rule set leaves out, as comments above it: blocked, stale, too broad, unknown.
 fn comments(request: &ChangeRequest, out: &mut String) {
+    for a in &request.review {
+        let _ = writeln!(
+            out,
+            "# review, no rule written: {} tcp/{} ({}) is broader than global.broad_entry_prefix",
+            prefix_label(&a.prefix),
+            a.port,
+            a.target
+        );
+    }
+    for u in &request.unknown {
+        let _ = writeln!(
+            out,
+            "# unknown, not judged: {} tcp/{} ({}): {}",
+            u.ip, u.port, u.target, u.why
+        );
+    }
+    for why in &request.removals_withheld {
+        let _ = writeln!(out, "# no removal proposed: {why}");
+    }
     for b in &request.blocked {
         let _ = writeln!(
             out,
@@ -296,10 +354,24 @@ fn sets(request: &ChangeRequest) -> BTreeMap<SetKey, (Vec<IpNet>, Vec<String>)> 
         }
     }
     for (prefixes, _) in sets.values_mut() {
-        // nft refuses overlapping interval elements: keep the outermost of nested prefixes.
-        *prefixes = IpNet::aggregate(prefixes);
+        *prefixes = outermost(prefixes);
     }
     sets
+}
+
+/// The prefixes not inside another one, sorted: nft refuses overlapping interval elements, and
+/// a rule per nested prefix says nothing more. Never merged into a broader prefix than listed.
+fn outermost(prefixes: &[IpNet]) -> Vec<IpNet> {
+    let mut sorted: Vec<IpNet> = prefixes.iter().map(IpNet::trunc).collect();
+    sorted.sort_by_key(|p| (p.prefix_len(), *p));
+    let mut kept: Vec<IpNet> = Vec::new();
+    for prefix in sorted {
+        if !kept.iter().any(|k| k.contains(&prefix)) {
+            kept.push(prefix);
+        }
+    }
+    kept.sort();
+    kept
 }
 
 fn csv(request: &ChangeRequest) -> String {
@@ -310,7 +382,11 @@ fn csv(request: &ChangeRequest) -> String {
         out.push('\n');
     };
     let time = |at: Option<SystemTime>| at.map(day).unwrap_or_default();
-    for (action, items) in [("add", &request.add), ("declare", &request.declare)] {
+    for (action, items) in [
+        ("add", &request.add),
+        ("review", &request.review),
+        ("declare", &request.declare),
+    ] {
         for a in items {
             row([
                 action,
@@ -352,12 +428,24 @@ fn csv(request: &ChangeRequest) -> String {
             reason,
         ]);
     }
+    for u in &request.unknown {
+        row([
+            "unknown",
+            &u.target,
+            &u.ip.to_string(),
+            &u.port.to_string(),
+            "",
+            "",
+            "",
+            &u.why,
+        ]);
+    }
     out
 }
 
 fn csv_field(field: &str) -> String {
-    // A spreadsheet runs a cell that starts with = + @ as a formula; a server's banner is not ours.
-    let field = if field.starts_with(['=', '+', '@', '\t']) {
+    // A spreadsheet runs a cell that starts with = + - @ as a formula; a server's banner is not ours.
+    let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{field}")
     } else {
         field.to_string()
@@ -366,5 +454,119 @@ fn csv_field(field: &str) -> String {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
         field
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_prefixes_keep_the_outermost_and_are_never_merged_broader() {
+        let listed: Vec<IpNet> = ["192.0.2.0/25", "192.0.2.7/32", "192.0.2.128/25", "2001:db8::1/128"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let kept: Vec<String> = outermost(&listed).iter().map(ToString::to_string).collect();
+        assert_eq!(kept, ["192.0.2.0/25", "192.0.2.128/25", "2001:db8::1/128"]);
+    }
+
+    #[test]
+    fn a_csv_cell_is_quoted_and_never_a_formula() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a, \"b\""), "\"a, \"\"b\"\"\"");
+        assert_eq!(csv_field("=cmd|' /C calc'!A0"), "'=cmd|' /C calc'!A0");
+        assert_eq!(csv_field("-1+1"), "'-1+1");
+    }
+}
+
+/// `ChangeRequest::of` on states built from real configuration files (the core does no I/O, so
+/// its tests that need a whitelist file live here).
+#[cfg(test)]
+mod request_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use std::time::SystemTime;
+
+    use crate::config;
+    use crate::config::BroadEntryPrefix;
+    use crate::core::outcome::{Attempt, LocalFault, ProbeResult, ProbeState};
+    use crate::core::request::ChangeRequest;
+    use crate::core::state::{State, TargetId};
+
+    fn state(target: &str, whitelist: &str) -> (State, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("wla-request-{}-{}", std::process::id(), target.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("wl.yml"), whitelist).unwrap();
+        let yaml = format!("global:\n  whitelist: wl.yml\ntargets:\n{target}");
+        let path = dir.join("c.yml");
+        let raw = config::parse_yaml(&path, &yaml).unwrap();
+        (State::new(Arc::new(config::build(&path, &raw).unwrap())), dir)
+    }
+
+    fn probe(state: &mut State, ip: &str, verdict: ProbeState) {
+        let mut attempt = Attempt::ended(verdict, Duration::from_millis(5), "seen");
+        if verdict == ProbeState::Error {
+            attempt.fault = Some(LocalFault::FdExhausted);
+        }
+        let result = ProbeResult::from_attempt(attempt, 1, SystemTime::UNIX_EPOCH);
+        state.record_probe(TargetId(0), ip.parse().unwrap(), result);
+    }
+
+    #[test]
+    fn what_was_not_judged_is_unknown_never_fine() {
+        let (mut state, dir) = state(
+            "  - name: v\n    static: [192.0.2.1, 192.0.2.2, 192.0.2.3]\n",
+            "allow:\n  - addresses: [192.0.2.0/30]\n    ports: [22]\n",
+        );
+        probe(&mut state, "192.0.2.1", ProbeState::Open);
+        probe(&mut state, "192.0.2.2", ProbeState::Error);
+        let request = ChangeRequest::of(&state.report(), BroadEntryPrefix::default());
+        let unknown: Vec<String> = request.unknown.iter().map(|u| u.ip.to_string()).collect();
+        assert_eq!(unknown, ["192.0.2.2", "192.0.2.3"]);
+        assert!(
+            request.unknown[0].why.contains("failed to probe"),
+            "{:?}",
+            request.unknown
+        );
+        assert!(request.blocked.is_empty(), "a local fault is not a blocked address");
+        assert!(!request.is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn no_removal_while_a_source_has_not_answered() {
+        let (mut state, dir) = state(
+            "  - name: v\n    host: sftp.vendor.test\n    static: [192.0.2.1]\n",
+            "allow:\n  - addresses: [192.0.2.1, 198.51.100.0/24]\n    ports: [22]\n  - addresses: [203.0.113.0/24]\n    ports: [443]\n",
+        );
+        probe(&mut state, "192.0.2.1", ProbeState::Open);
+        let request = ChangeRequest::of(&state.report(), BroadEntryPrefix::default());
+        assert!(request.remove.is_empty(), "{:?}", request.remove);
+        assert_eq!(request.removals_withheld.len(), 1, "{:?}", request.removals_withheld);
+        assert!(
+            request.removals_withheld[0].contains("dns"),
+            "{:?}",
+            request.removals_withheld
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_unused_entry_is_removed_only_on_an_audited_port() {
+        let (mut state, dir) = state(
+            "  - name: v\n    static: [192.0.2.1]\n",
+            "allow:\n  - addresses: [192.0.2.1, 198.51.100.0/24]\n    ports: [22]\n  - addresses: [203.0.113.0/24]\n    ports: [443]\n",
+        );
+        probe(&mut state, "192.0.2.1", ProbeState::Open);
+        let request = ChangeRequest::of(&state.report(), BroadEntryPrefix::default());
+        let removed: Vec<(String, u16)> = request.remove.iter().map(|r| (r.entry.clone(), r.port)).collect();
+        assert_eq!(
+            removed,
+            [("198.51.100.0/24".to_string(), 22)],
+            "443 is no port this audit probes"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -372,7 +372,7 @@ async fn request(args: RequestArgs) -> ExitCode {
         Ok(snapshot) => snapshot,
         Err(code) => return code,
     };
-    let request = ChangeRequest::of(&snapshot.report);
+    let request = ChangeRequest::of(&snapshot.report, snapshot.broad_entry_prefix);
     let format = match args.format {
         RequestFormat::Text => change_request::Format::Text,
         RequestFormat::Yaml => change_request::Format::Yaml,

@@ -79,36 +79,40 @@ pub fn restore(state_dir: &Path, history: &mut History) {
 pub struct HistoryLog {
     path: PathBuf,
     max_bytes: u64,
-    /// The file's size, and its size right after the last rotation (the carried-over events).
-    size: u64,
+    /// The size of the carried-over events at the top of the file: rotation waits until the
+    /// file grew `max_bytes` beyond them.
     base: u64,
-    /// Whether the last write failed: a failure is logged once, not at every change.
+    /// Whether the last write failed: a failure is logged once, not at every change, and the
+    /// next write starts on a new line (the failed one may have left half a line).
     failing: bool,
 }
 
 impl HistoryLog {
-    /// Opens (or creates) the history file of `state_dir` for appending. A line cut short by a
-    /// crash is ended first, so the next event starts on its own line.
-    pub fn open(state_dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
+    /// Opens the history file of `state_dir` for appending; `history` holds what was read back.
+    /// A missing or empty file (a crash during rotation, an operator's `rm`) starts with the
+    /// current events, so the next restart still knows every `since`; a line cut short by a
+    /// crash is ended, so the next event starts on its own line.
+    pub fn open(state_dir: &Path, max_bytes: u64, history: &History) -> std::io::Result<Self> {
         std::fs::create_dir_all(state_dir)?;
         let path = state_dir.join(HISTORY_FILE);
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
-        let mut size = file.metadata()?.len();
-        if size > 0 {
+        let carried = lines(&history.current_events())?;
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if size == 0 {
+            state_file::write_atomically(&path, &carried)?;
+        } else {
             use std::io::{Read as _, Seek as _, SeekFrom};
+            let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
             let mut last = [0u8];
             file.seek(SeekFrom::End(-1))?;
             file.read_exact(&mut last)?;
             if last[0] != b'\n' {
                 file.write_all(b"\n")?;
-                size += 1;
             }
         }
         Ok(Self {
             path,
             max_bytes,
-            size,
-            base: 0,
+            base: carried.len() as u64,
             failing: false,
         })
     }
@@ -120,13 +124,7 @@ impl HistoryLog {
         if events.is_empty() {
             return;
         }
-        let outcome = self.write(events).and_then(|()| {
-            if self.size > self.base.saturating_add(self.max_bytes) {
-                self.rotate(history)
-            } else {
-                Ok(())
-            }
-        });
+        let outcome = self.write(events, history);
         match (outcome, self.failing) {
             (Ok(()), true) => {
                 self.failing = false;
@@ -140,30 +138,53 @@ impl HistoryLog {
         }
     }
 
-    fn write(&mut self, events: &[Event]) -> std::io::Result<()> {
-        let mut lines = Vec::with_capacity(events.len() * 160);
-        for event in events {
-            serde_json::to_writer(&mut lines, event)?;
-            lines.push(b'\n');
+    fn write(&mut self, events: &[Event], history: &History) -> std::io::Result<()> {
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if size == 0 {
+            // Gone or emptied under us: start again from what is known, which includes `events`.
+            return self.start_afresh(history, false);
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
-        file.write_all(&lines)?;
-        self.size += lines.len() as u64;
+        let mut text = if self.failing { vec![b'\n'] } else { Vec::new() };
+        text.extend(lines(events)?);
+        let mut file = OpenOptions::new().append(true).open(&self.path)?;
+        file.write_all(&text)?;
+        if size + text.len() as u64 > self.base.saturating_add(self.max_bytes) {
+            self.start_afresh(history, true)?;
+        }
         Ok(())
     }
 
-    fn rotate(&mut self, history: &History) -> std::io::Result<()> {
-        std::fs::rename(&self.path, rotated(&self.path))?;
-        let mut lines = Vec::new();
-        for event in history.current_events() {
-            serde_json::to_writer(&mut lines, &event)?;
-            lines.push(b'\n');
+    /// Replaces the file with the event that set each current value: written whole to a
+    /// temporary file first, so a crash at any step leaves a complete file or its rotated copy.
+    fn start_afresh(&mut self, history: &History, keep_old: bool) -> std::io::Result<()> {
+        let carried = lines(&history.current_events())?;
+        let mut temporary = self.path.as_os_str().to_owned();
+        temporary.push(".new");
+        let temporary = PathBuf::from(temporary);
+        {
+            let mut file = File::create(&temporary)?;
+            file.write_all(&carried)?;
+            file.sync_all()?;
         }
-        state_file::write_atomically(&self.path, &lines)?;
-        self.size = lines.len() as u64;
-        self.base = self.size;
+        if keep_old {
+            std::fs::rename(&self.path, rotated(&self.path))?;
+        }
+        std::fs::rename(&temporary, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.base = carried.len() as u64;
         Ok(())
     }
+}
+
+fn lines(events: &[Event]) -> std::io::Result<Vec<u8>> {
+    let mut text = Vec::with_capacity(events.len() * 200);
+    for event in events {
+        serde_json::to_writer(&mut text, event)?;
+        text.push(b'\n');
+    }
+    Ok(text)
 }
 
 fn rotated(path: &Path) -> PathBuf {
@@ -212,16 +233,20 @@ mod tests {
     #[test]
     fn events_are_read_back_in_order_and_a_cut_line_is_skipped_and_ended() {
         let dir = Dir::new("cut");
-        let history = History::new(10);
-        let mut log = HistoryLog::open(&dir.0, 1 << 20).unwrap();
-        log.append(&[event(1, "192.0.2.1", None, "open")], &history);
+        let mut history = History::new(10);
+        let mut log = HistoryLog::open(&dir.0, 1 << 20, &history).unwrap();
+        let first = event(1, "192.0.2.1", None, "open");
+        history.replay([first.clone()]);
+        log.append(&[first], &history);
         // A crash in the middle of a line, then garbage an editor left.
         let path = dir.0.join(HISTORY_FILE);
         let mut text = std::fs::read(&path).unwrap();
         text.extend_from_slice(b"{\"at\":17000\n not json\n{\"at\":1700000002,\"target\"");
         std::fs::write(&path, text).unwrap();
-        let mut log = HistoryLog::open(&dir.0, 1 << 20).unwrap();
-        log.append(&[event(3, "192.0.2.1", Some("open"), "timeout")], &history);
+        let mut log = HistoryLog::open(&dir.0, 1 << 20, &history).unwrap();
+        let second = event(3, "192.0.2.1", Some("open"), "timeout");
+        history.replay([second.clone()]);
+        log.append(&[second], &history);
         let back = read(&dir.0).unwrap();
         assert_eq!(back.skipped, [2, 3, 4]);
         let tos: Vec<_> = back.events.iter().map(|e| e.to.as_deref().unwrap()).collect();
@@ -232,7 +257,7 @@ mod tests {
     fn rotation_keeps_the_size_bounded_and_every_current_state_in_the_new_file() {
         let dir = Dir::new("rotate");
         let mut history = History::new(10);
-        let mut log = HistoryLog::open(&dir.0, 2_000).unwrap();
+        let mut log = HistoryLog::open(&dir.0, 2_000, &history).unwrap();
         let first = event(0, "192.0.2.9", None, "open");
         history.replay([first.clone()]);
         log.append(std::slice::from_ref(&first), &history);
@@ -265,6 +290,28 @@ mod tests {
             ],
             "an address that never changed since before the rotation is still known"
         );
+    }
+
+    #[test]
+    fn after_a_crash_between_the_renames_of_a_rotation_every_since_survives_two_restarts() {
+        let dir = Dir::new("crash");
+        let mut history = History::new(10);
+        let events = [
+            event(1, "192.0.2.1", None, "open"),
+            event(2, "192.0.2.2", None, "timeout"),
+        ];
+        history.replay(events.clone());
+        let mut log = HistoryLog::open(&dir.0, 1 << 20, &history).unwrap();
+        log.append(&events, &history);
+        // The crash: the file was renamed to .1, its replacement not yet in place.
+        std::fs::rename(dir.0.join(HISTORY_FILE), dir.0.join("history.jsonl.1")).unwrap();
+        for _restart in 0..2 {
+            let mut restarted = History::new(10);
+            restore(&dir.0, &mut restarted);
+            assert_eq!(restarted.current_events().len(), 2);
+            HistoryLog::open(&dir.0, 1 << 20, &restarted).unwrap();
+            std::fs::remove_file(dir.0.join("history.jsonl.1")).ok();
+        }
     }
 
     #[test]

@@ -439,6 +439,9 @@ async fn api_snapshot(State(web): State<Web>, Query(filter): Query<AddressFilter
         status: Status,
     }
     let snapshot = Arc::clone(&web.snapshots.borrow());
+    if let Err(message) = crate::output::check_filter(&filter, &snapshot.report) {
+        return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
+    }
     let body = Body {
         report: crate::output::json_view(&snapshot.report, &filter),
         status: Status {
@@ -486,7 +489,14 @@ async fn api_history(State(web): State<Web>, Query(params): Query<HistoryParams>
 /// default; `text`, `yaml`, `nftables`, `iptables`, `csv` as the command prints them).
 async fn api_request(State(web): State<Web>, Query(params): Query<RequestParams>) -> Response {
     let snapshot = Arc::clone(&web.snapshots.borrow());
-    let request = ChangeRequest::of(&snapshot.report);
+    if !snapshot.status.ready {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: the first sweep has not finished, so nothing can be asked yet.\n",
+        )
+            .into_response();
+    }
+    let request = ChangeRequest::of(&snapshot.report, snapshot.broad_entry_prefix);
     let format = match params.format.as_deref() {
         None | Some("" | "json") => return json_response(&request),
         Some("text") => Format::Text,
@@ -527,7 +537,9 @@ fn history_query(params: HistoryParams, now: std::time::SystemTime) -> Result<Ev
     }
     query.target = params.target.filter(|t| !t.is_empty());
     if let Some(ip) = params.ip.filter(|s| !s.is_empty()) {
-        query.ip = Some(ip.parse().map_err(|_| format!("ip `{ip}`: not an IP address"))?);
+        let parsed: std::net::IpAddr = ip.parse().map_err(|_| format!("ip `{ip}`: not an IP address"))?;
+        // Addresses are kept canonical: ::ffff:192.0.2.1 is 192.0.2.1.
+        query.ip = Some(parsed.to_canonical());
     }
     query.aspect = match params.aspect.as_deref() {
         None | Some("") => None,

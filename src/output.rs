@@ -141,6 +141,36 @@ impl AddressFilter {
     }
 }
 
+/// Whether every value of `filter` can match something: a typo (`finding=blockd`) is refused
+/// rather than answered with nothing, which a script would read as "nothing blocked".
+pub fn check_filter(filter: &AddressFilter, report: &Report) -> Result<(), String> {
+    let known = |field: &Option<String>, name: &str, values: Vec<&str>| match field.as_deref() {
+        Some(value) if !value.is_empty() && !values.contains(&value) => {
+            Err(format!("{name} `{value}`: write one of {}", values.join(", ")))
+        }
+        _ => Ok(()),
+    };
+    known(
+        &filter.target,
+        "target",
+        report.targets.iter().map(|t| t.target.as_str()).collect(),
+    )?;
+    known(
+        &filter.finding,
+        "finding",
+        std::iter::once("none")
+            .chain(Finding::all().map(Finding::as_label))
+            .collect(),
+    )?;
+    known(
+        &filter.state,
+        "state",
+        std::iter::once("none")
+            .chain(ProbeState::ALL.iter().map(|s| s.as_label()))
+            .collect(),
+    )
+}
+
 /// The report as `check --output json` and `/api/v1/snapshot` show it, with the addresses
 /// `filter` admits (targets and the summary stay whole).
 pub fn json_view<'a>(report: &'a Report, filter: &AddressFilter) -> JsonReport<'a> {

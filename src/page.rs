@@ -212,6 +212,7 @@ fn address_row(address: &AddressReport, now: SystemTime) -> AddressRow {
     let class = match severity(address) {
         0 | 1 => "bad",
         2..=6 => "warn",
+        7 => "pending",
         _ => "ok",
     };
     let ssh = probe

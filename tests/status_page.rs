@@ -164,6 +164,9 @@ fn the_page_the_api_and_the_metric_say_since_when_across_a_restart() {
     blocked_ips.sort_unstable();
     assert_eq!(blocked_ips, [OPEN, DROPPED6], "{blocked:#}");
     assert_eq!(blocked["summary"]["addresses"], 4, "the summary stays whole");
+    let (status, body) = lab.http("GET", &format!("{API}/snapshot?finding=blockd"));
+    assert_eq!(status, 400, "a typo is refused, not answered with nothing: {body}");
+    assert!(body.contains("blocked"), "{body}");
     assert_eq!(blocked["status"]["ready"], true);
 
     // Killed and started again (after a line cut short, as a crash leaves it): the states that

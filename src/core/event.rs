@@ -95,7 +95,9 @@ pub fn select<'a>(events: &'a VecDeque<Event>, query: &EventQuery) -> Vec<&'a Ev
 pub fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds));
+        return SystemTime::UNIX_EPOCH
+            .checked_add(std::time::Duration::from_secs(seconds))
+            .ok_or_else(|| format!("since `{text}`: a time out of range"));
     }
     if let Ok(at) = humantime::parse_rfc3339_weak(text) {
         return Ok(at);

@@ -5,13 +5,14 @@
 //! Events come from comparing each published report with what was seen before, so a finding that
 //! changes because the whitelist or the published set changed is an event as much as a probe's.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::audit::{AddressReport, Report};
 pub use super::event::{Aspect, Event, NO_FINDING, Since};
+use super::outcome::ProbeState;
 
 type Key = (String, u16, IpAddr);
 
@@ -83,19 +84,33 @@ impl History {
     }
 
     /// Compares `report` with what was seen before, returns the changes (oldest first, all at
-    /// `at`), and writes each address's `since` into the report.
-    pub fn observe(&mut self, report: &mut Report, at: SystemTime) -> Vec<Event> {
+    /// `at`), and writes each address's `since` into the report. `ready`: the first sweep since
+    /// start has finished, so an address remembered from before the start that a fully refreshed
+    /// target no longer has is gone (not merely not resolved yet).
+    pub fn observe(&mut self, report: &mut Report, at: SystemTime, ready: bool) -> Vec<Event> {
         let mut events = Vec::new();
-        let mut present = std::collections::BTreeSet::new();
-        for address in report.targets.iter_mut().flat_map(|t| t.addresses.iter_mut()) {
-            let key = (address.target.clone(), address.port, address.ip);
-            let mark = self.marks.entry(key.clone()).or_default();
-            if let Some((state, finding, detail)) = observed(address) {
-                present.insert(key);
+        let mut present = BTreeSet::new();
+        let mut settled = BTreeSet::new();
+        let mut configured = BTreeSet::new();
+        for target in &mut report.targets {
+            configured.insert(target.target.clone());
+            if ready && target.sources.iter().all(|s| s.up == Some(true)) {
+                settled.insert(target.target.clone());
+            }
+            for address in &mut target.addresses {
+                let key = (address.target.clone(), address.port, address.ip);
+                let Seen::Judged { state, finding, detail } = observed(address) else {
+                    // Not probed yet, or this host failed to probe it: still in the audit, but
+                    // nothing is known that could change a verdict or say since when.
+                    address.since = None;
+                    present.insert(key);
+                    continue;
+                };
+                let mark = self.marks.entry(key.clone()).or_default();
                 mark.seen_here = true;
                 for (aspect, value, detail) in [
-                    (Aspect::State, state, detail.clone()),
-                    (Aspect::Finding, finding, finding_detail(address)),
+                    (Aspect::State, state, detail),
+                    (Aspect::Finding, Some(finding), finding_detail(address)),
                 ] {
                     let Some(value) = value else { continue };
                     if mark.current(aspect) == Some(value.as_str()) {
@@ -115,10 +130,13 @@ impl History {
                     events.push(event);
                 }
                 address.since = since(mark);
+                present.insert(key);
             }
         }
         for (key, mark) in &mut self.marks {
-            if !mark.seen_here || present.contains(key) {
+            let left = !present.contains(key)
+                && (mark.seen_here || (ready && (!configured.contains(&key.0) || settled.contains(&key.0))));
+            if !left {
                 continue;
             }
             mark.seen_here = false;
@@ -180,30 +198,45 @@ impl History {
     }
 }
 
-/// The address's state, finding and the probe's detail, once there is something to compare: an
-/// address not probed yet (just published, or the daemon just started) has no state, and its
-/// finding is not decided yet either.
-fn observed(address: &AddressReport) -> Option<(Option<String>, Option<String>, String)> {
-    let finding = || address.finding.map_or(NO_FINDING, |f| f.as_label()).to_string();
+/// What a report says of one address, for the history.
+enum Seen {
+    /// Nothing to compare yet: not probed since start (just published, or the daemon just
+    /// started), or this host failed to make the probe (a local fault is never a verdict).
+    Unknown,
+    /// A verdict: the probe's state (`None` for a bogus address, never probed), the finding, and
+    /// what the probe saw.
+    Judged {
+        state: Option<String>,
+        finding: String,
+        detail: String,
+    },
+}
+
+fn observed(address: &AddressReport) -> Seen {
+    let finding = address.finding.map_or(NO_FINDING, |f| f.as_label()).to_string();
     match (&address.probe, address.bogus) {
-        (Some(probe), _) => Some((
-            Some(probe.state.as_label().to_string()),
-            Some(finding()),
-            probe.detail.clone(),
-        )),
-        (None, Some(_)) => Some((None, Some(finding()), String::new())),
-        (None, None) => None,
+        (Some(probe), _) if probe.state.is_verdict() => Seen::Judged {
+            state: Some(probe.state.as_label().to_string()),
+            finding,
+            detail: probe.detail.clone(),
+        },
+        (None, Some(_)) => Seen::Judged {
+            state: None,
+            finding,
+            detail: String::new(),
+        },
+        _ => Seen::Unknown,
     }
 }
 
 fn finding_detail(address: &AddressReport) -> String {
-    address.finding.map_or_else(
-        || match address.whitelisted {
-            Some(true) => "published, whitelisted and open".to_string(),
-            _ => "no finding".to_string(),
-        },
-        |f| f.action().to_string(),
-    )
+    let open = address.probe.as_ref().is_some_and(|p| p.state == ProbeState::Open);
+    match (address.finding, address.whitelisted) {
+        (Some(finding), _) => finding.action().to_string(),
+        (None, Some(true)) if open => "published, whitelisted and open".to_string(),
+        (None, None) if open => "open (no whitelist declared for the target)".to_string(),
+        (None, _) => "no finding".to_string(),
+    }
 }
 
 fn since(mark: &Mark) -> Option<Since> {
@@ -252,7 +285,7 @@ mod tests {
 
     fn observe(history: &mut History, state: &State, seconds: u64) -> (Report, Vec<Event>) {
         let mut report = state.report();
-        let events = history.observe(&mut report, at(seconds));
+        let events = history.observe(&mut report, at(seconds), false);
         (report, events)
     }
 
@@ -380,6 +413,56 @@ mod tests {
             ("192.0.2.2".into(), Aspect::State, None, Some("open"))
         );
         assert_eq!(since_of(&report, "192.0.2.2").unwrap().state, at(30));
+    }
+
+    #[test]
+    fn a_local_fault_is_no_change_and_keeps_since() {
+        let mut history = History::new(100);
+        let mut state = state(&["192.0.2.1"]);
+        probe(&mut state, "192.0.2.1", ProbeState::Timeout);
+        observe(&mut history, &state, 10);
+        probe(&mut state, "192.0.2.1", ProbeState::Error);
+        let (report, events) = observe(&mut history, &state, 20);
+        assert!(events.is_empty(), "EMFILE says nothing of the path: {events:?}");
+        assert_eq!(
+            since_of(&report, "192.0.2.1"),
+            None,
+            "no since for a state nobody judged"
+        );
+        probe(&mut state, "192.0.2.1", ProbeState::Timeout);
+        let (report, events) = observe(&mut history, &state, 30);
+        assert!(events.is_empty(), "{events:?}");
+        let since = since_of(&report, "192.0.2.1").unwrap();
+        assert_eq!((since.state, since.finding), (at(10), at(10)), "still blocked since 10");
+    }
+
+    #[test]
+    fn a_remembered_address_a_refreshed_target_no_longer_has_is_gone_once_ready() {
+        let mut before = History::new(100);
+        let mut both = state(&["192.0.2.1", "192.0.2.2"]);
+        probe(&mut both, "192.0.2.1", ProbeState::Open);
+        probe(&mut both, "192.0.2.2", ProbeState::Open);
+        let (_, written) = observe(&mut before, &both, 10);
+
+        let mut after = History::new(100);
+        after.replay(written);
+        let mut one = state(&["192.0.2.1"]);
+        probe(&mut one, "192.0.2.1", ProbeState::Open);
+        let (_, events) = observe(&mut after, &one, 20);
+        assert!(
+            events.is_empty(),
+            "before the first sweep ends, absence proves nothing: {events:?}"
+        );
+        let mut report = one.report();
+        let events = after.observe(&mut report, at(30), true);
+        assert_eq!(
+            changes(&events),
+            [
+                ("192.0.2.2".into(), Aspect::State, Some("open"), None),
+                ("192.0.2.2".into(), Aspect::Finding, Some("none"), None),
+            ]
+        );
+        assert!(after.current_events().iter().all(|e| e.ip.to_string() == "192.0.2.1"));
     }
 
     #[test]

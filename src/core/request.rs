@@ -2,6 +2,7 @@
 //! to add, which are whitelisted but blocked (with the evidence), which entries to remove. Pure;
 //! `output::request` renders it as text, YAML, nftables, iptables or CSV.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,6 +13,7 @@ use serde::Serialize;
 use super::audit::{AddressReport, Report};
 use super::finding::Finding;
 use super::ssh::unix_seconds;
+use crate::config::BroadEntryPrefix;
 use crate::prefix::prefix_label;
 
 /// An address or prefix to let through on a port.
@@ -68,87 +70,150 @@ pub struct Removal {
     pub since: Option<SystemTime>,
 }
 
+/// A published address the audit could not judge: not probed yet, or this host failed to probe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unknown {
+    pub target: String,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub why: String,
+}
+
 /// Everything the firewall team is asked to do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ChangeRequest {
     /// Published, not whitelisted, not reachable: a rule and a whitelist entry are missing.
     pub add: Vec<Addition>,
+    /// Like `add`, but broader than `global.broad_entry_prefix`: a person decides, no rule is
+    /// written for it (a vendor list, or a hijacked one, could otherwise open the world).
+    pub review: Vec<Addition>,
     /// Published and reachable, but no whitelist entry declares it: the whitelist file lags the
     /// firewall.
     pub declare: Vec<Addition>,
     /// Whitelisted and published, but not reachable from here.
     pub blocked: Vec<Blocked>,
     pub remove: Vec<Removal>,
+    /// Addresses nothing can be said of yet: the request is incomplete while there are any.
+    pub unknown: Vec<Unknown>,
+    /// Why no removal is proposed, when one of the targets' sources is failing (or not
+    /// refreshed yet): an address missing from a failed source would look stale.
+    pub removals_withheld: Vec<String>,
 }
 
 impl ChangeRequest {
-    /// Whether nothing is asked.
+    /// Whether nothing is asked and nothing is unknown.
     pub fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.declare.is_empty() && self.blocked.is_empty() && self.remove.is_empty()
+        self.add.is_empty()
+            && self.review.is_empty()
+            && self.declare.is_empty()
+            && self.blocked.is_empty()
+            && self.remove.is_empty()
+            && self.unknown.is_empty()
     }
 
-    /// What `report` asks of the firewall team.
-    pub fn of(report: &Report) -> Self {
+    /// What `report` asks of the firewall team; additions broader than `broad` go to review.
+    pub fn of(report: &Report, broad: BroadEntryPrefix) -> Self {
         let mut request = Self::default();
         for target in &report.targets {
+            for source in target.sources.iter().filter(|s| s.up != Some(true)) {
+                request.removals_withheld.push(format!(
+                    "{} {}: {}",
+                    target.target,
+                    source.name(),
+                    match source.up {
+                        Some(false) => "failing, so an address it lacks may only look stale",
+                        _ => "not refreshed yet",
+                    }
+                ));
+            }
             for address in &target.addresses {
-                let finding_since = address.since.as_ref().map(|s| s.finding);
-                let state = address.probe.as_ref().map(|p| p.state.as_label());
-                match address.finding {
-                    Some(Finding::Missing) => request.add.push(addition(address, finding_since, state)),
-                    Some(Finding::Undeclared) => request.declare.push(addition(address, finding_since, state)),
-                    Some(Finding::Blocked) => request.blocked.push(Blocked {
-                        target: address.target.clone(),
-                        ip: address.ip,
-                        port: address.port,
-                        published_by: address.published_by.clone(),
-                        state: state.unwrap_or("not probed"),
-                        evidence: address
-                            .probe
-                            .as_ref()
-                            .map(super::outcome::ProbeResult::describe)
-                            .unwrap_or_default(),
-                        since: finding_since,
-                    }),
-                    Some(Finding::Stale) => request.remove.push(Removal {
-                        entry: prefix_label(&IpNet::from(address.ip)),
-                        port: address.port,
-                        reason: RemovalReason::Stale,
-                        target: Some(address.target.clone()),
-                        since: finding_since,
-                    }),
-                    Some(Finding::BogusAddress) | None => {}
-                }
+                request.take(address);
             }
             for prefix in &target.prefixes {
                 for part in &prefix.uncovered {
-                    request.add.push(Addition {
+                    let addition = Addition {
                         target: target.target.clone(),
                         prefix: *part,
                         port: target.port,
                         published_by: prefix.published_by.clone(),
                         since: None,
                         state: None,
-                    });
+                    };
+                    if broad.is_broad(part) {
+                        request.review.push(addition);
+                    } else {
+                        request.add.push(addition);
+                    }
                 }
             }
         }
-        for usage in report.whitelist_entries.iter().filter(|u| u.unused) {
-            let already = request
-                .remove
-                .iter()
-                .any(|r| r.entry == usage.entry && r.port == usage.port);
-            if !already {
+        // An entry is proposed for removal only when it covers nothing published on a port some
+        // target audits: a whitelist file may serve other traffic too, and a stale address of one
+        // target may be another's.
+        let audited_ports: BTreeSet<u16> = report.targets.iter().map(|t| t.port).collect();
+        let unused: BTreeSet<(&str, u16)> = report
+            .whitelist_entries
+            .iter()
+            .filter(|u| u.unused && audited_ports.contains(&u.port))
+            .map(|u| (u.entry.as_str(), u.port))
+            .collect();
+        request.remove.retain(|r| unused.contains(&(r.entry.as_str(), r.port)));
+        let stale: BTreeSet<(String, u16)> = request.remove.iter().map(|r| (r.entry.clone(), r.port)).collect();
+        for (entry, port) in unused {
+            if !stale.contains(&(entry.to_string(), port)) {
                 request.remove.push(Removal {
-                    entry: usage.entry.clone(),
-                    port: usage.port,
+                    entry: entry.to_string(),
+                    port,
                     reason: RemovalReason::Unused,
                     target: None,
                     since: None,
                 });
             }
         }
+        if !request.removals_withheld.is_empty() {
+            request.remove.clear();
+        }
         request
+    }
+
+    fn take(&mut self, address: &AddressReport) {
+        let finding_since = address.since.as_ref().map(|s| s.finding);
+        let state = address.probe.as_ref().map(|p| p.state.as_label());
+        let judged = address.probe.as_ref().is_some_and(|p| p.state.is_verdict());
+        match address.finding {
+            _ if !judged && address.bogus.is_none() => self.unknown.push(Unknown {
+                target: address.target.clone(),
+                ip: address.ip,
+                port: address.port,
+                why: address.probe.as_ref().map_or_else(
+                    || "not probed yet".to_string(),
+                    |p| format!("this host failed to probe it: {}", p.describe()),
+                ),
+            }),
+            Some(Finding::Missing) => self.add.push(addition(address, finding_since, state)),
+            Some(Finding::Undeclared) => self.declare.push(addition(address, finding_since, state)),
+            Some(Finding::Blocked) => self.blocked.push(Blocked {
+                target: address.target.clone(),
+                ip: address.ip,
+                port: address.port,
+                published_by: address.published_by.clone(),
+                state: state.unwrap_or("not probed"),
+                evidence: address
+                    .probe
+                    .as_ref()
+                    .map(super::outcome::ProbeResult::describe)
+                    .unwrap_or_default(),
+                since: finding_since,
+            }),
+            Some(Finding::Stale) => self.remove.push(Removal {
+                entry: prefix_label(&IpNet::from(address.ip)),
+                port: address.port,
+                reason: RemovalReason::Stale,
+                target: Some(address.target.clone()),
+                since: finding_since,
+            }),
+            Some(Finding::BogusAddress) | None => {}
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use super::source::{Bogus, Failure, Reason, SourceKind, SourceReport, SourceStat
 use super::ssh::{self, KnownKey, SshEvidence, SshReport};
 use crate::config::session::{IdlePolicy, LoginPolicy};
 use crate::config::ssh::SshPolicy;
-use crate::config::{CheckKind, Config, Target};
+use crate::config::{BroadEntryPrefix, CheckKind, Config, Target};
 use crate::prefix;
 
 /// A target of the current configuration: an index into `config.targets`, valid for one
@@ -215,7 +215,11 @@ fn published_by(
     let mut by = PublishedBy::default();
     let mut note = |index: usize, ip: IpAddr| {
         if published.contains(&ip) {
-            by.addresses.entry(ip).or_default().push(index);
+            let sources = by.addresses.entry(ip).or_default();
+            // A list may publish an address alone and inside a prefix too.
+            if sources.last() != Some(&index) {
+                sources.push(index);
+            }
         }
     };
     for (index, source) in sources.iter().enumerate() {
@@ -287,6 +291,9 @@ pub struct Snapshot {
     pub taken_at: SystemTime,
     /// The most recent changes of addresses, oldest first (the publisher fills it in).
     pub history: Arc<VecDeque<Event>>,
+    /// The configuration's `global.broad_entry_prefix`: the change request sends additions
+    /// broader than it to review.
+    pub broad_entry_prefix: BroadEntryPrefix,
 }
 
 impl Snapshot {
@@ -300,6 +307,7 @@ impl Snapshot {
             status: DaemonStatus::default(),
             taken_at: SystemTime::UNIX_EPOCH,
             history: Arc::default(),
+            broad_entry_prefix: BroadEntryPrefix::default(),
         }
     }
 }
@@ -898,6 +906,7 @@ impl State {
             status: self.status,
             taken_at: SystemTime::now(),
             history: Arc::default(),
+            broad_entry_prefix: self.config.global.broad_entry_prefix,
         }
     }
 
