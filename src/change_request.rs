@@ -35,8 +35,9 @@ fn day(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-fn since(at: Option<SystemTime>) -> String {
-    at.map_or_else(String::new, |at| format!(" since {}", day(at)))
+/// `; missing since ...` when the history knows since when the finding holds.
+fn since(finding: &str, at: Option<SystemTime>) -> String {
+    at.map_or_else(String::new, |at| format!("; {finding} since {}", day(at)))
 }
 
 fn sources(addition: &[std::sync::Arc<str>]) -> String {
@@ -68,7 +69,7 @@ fn text(request: &ChangeRequest, now: SystemTime) -> String {
     if request.is_empty() {
         return out;
     }
-    let additions = |out: &mut String, title: &str, items: &[Addition]| {
+    let additions = |out: &mut String, title: &str, finding: &str, items: &[Addition]| {
         if items.is_empty() {
             return;
         }
@@ -82,13 +83,14 @@ fn text(request: &ChangeRequest, now: SystemTime) -> String {
                 a.port,
                 a.target,
                 sources(&a.published_by),
-                since(a.since)
+                since(finding, a.since)
             );
         }
     };
     additions(
         &mut out,
         "ADD to the egress firewall and the whitelist: published by the vendor, not whitelisted",
+        "missing",
         &request.add,
     );
     if !request.blocked.is_empty() {
@@ -105,7 +107,7 @@ fn text(request: &ChangeRequest, now: SystemTime) -> String {
                 b.port,
                 b.target,
                 b.state,
-                since(b.since),
+                since("blocked", b.since),
                 b.evidence
             );
         }
@@ -113,13 +115,21 @@ fn text(request: &ChangeRequest, now: SystemTime) -> String {
     additions(
         &mut out,
         "REVIEW before adding: published, not whitelisted, and broader than global.broad_entry_prefix",
+        "missing",
         &request.review,
     );
     additions(
         &mut out,
         "DECLARE in the whitelist: already reachable, but no entry says so",
+        "undeclared",
         &request.declare,
     );
+    removals_and_unknown(request, &mut out);
+    out
+}
+
+/// The REMOVE and UNKNOWN sections of the text.
+fn removals_and_unknown(request: &ChangeRequest, out: &mut String) {
     if !request.remove.is_empty() {
         let _ = writeln!(
             out,
@@ -128,10 +138,28 @@ fn text(request: &ChangeRequest, now: SystemTime) -> String {
         );
         for r in &request.remove {
             let why = match (r.reason, &r.target) {
-                (RemovalReason::Stale, Some(target)) => format!("{target}: no longer published"),
+                (RemovalReason::Stale, Some(target)) => format!("{target}: not published by the vendor"),
                 _ => "covers no published address of any audited target".to_string(),
             };
-            let _ = writeln!(out, "  {:<39} tcp/{:<5} {why}{}", r.entry, r.port, since(r.since));
+            let at = if r.declared_at.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " [{}]",
+                    r.declared_at
+                        .iter()
+                        .map(AsRef::as_ref)
+                        .collect::<Vec<&str>>()
+                        .join("; ")
+                )
+            };
+            let _ = writeln!(
+                out,
+                "  {:<39} tcp/{:<5} {why}{}{at}",
+                r.entry,
+                r.port,
+                since("stale", r.since)
+            );
         }
     }
     if !request.unknown.is_empty() {
@@ -151,7 +179,6 @@ fn text(request: &ChangeRequest, now: SystemTime) -> String {
             );
         }
     }
-    out
 }
 
 /// The additions (add and declare) as `allow:` entries of a whitelist file: one entry per target
@@ -329,15 +356,22 @@ fn comments(request: &ChangeRequest, out: &mut String) {
             b.port,
             b.target,
             b.state,
-            since(b.since)
+            since("blocked", b.since)
         );
     }
     for r in &request.remove {
         let why = match r.reason {
-            RemovalReason::Stale => "no longer published",
+            RemovalReason::Stale => "not published by the vendor",
             RemovalReason::Unused => "covers no published address",
         };
-        let _ = writeln!(out, "# remove: {} tcp/{}: {why}{}", r.entry, r.port, since(r.since));
+        let at = r.declared_at.first().map_or_else(String::new, |at| format!(" [{at}]"));
+        let _ = writeln!(
+            out,
+            "# remove: {} tcp/{}: {why}{}{at}",
+            r.entry,
+            r.port,
+            since("stale", r.since)
+        );
     }
 }
 

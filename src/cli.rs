@@ -149,8 +149,8 @@ pub struct ServeArgs {
     /// The configuration file.
     #[arg(long = "config.file", value_name = "FILE")]
     pub config_file: PathBuf,
-    /// Address to serve /metrics, /-/healthy, /-/ready and /-/reload on: IP:PORT, [IPv6]:PORT, or
-    /// :PORT for every interface.
+    /// Address to serve the status page /, the JSON API /api/v1/, /metrics, /-/healthy, /-/ready
+    /// and /-/reload on: IP:PORT, [IPv6]:PORT, or :PORT for every interface.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = defaults::LISTEN_ADDRESS, value_parser = ListenAddress::parse)]
     pub listen_address: ListenAddress,
     /// Serve POST /-/reload (as Prometheus' flag of that name). Off, it answers 403; SIGHUP
@@ -368,11 +368,14 @@ async fn check(args: CheckArgs) -> ExitCode {
 }
 
 async fn request(args: RequestArgs) -> ExitCode {
+    let started = std::time::SystemTime::now();
     let snapshot = match audit_once(&args.audit).await {
         Ok(snapshot) => snapshot,
         Err(code) => return code,
     };
-    let request = ChangeRequest::of(&snapshot.report, snapshot.broad_entry_prefix);
+    let mut request = ChangeRequest::of(&snapshot.report, snapshot.broad_entry_prefix);
+    // Only a daemon's history in state_dir knows since when; what this run saw first, it cannot say.
+    request.forget_since_from(started);
     let format = match args.format {
         RequestFormat::Text => change_request::Format::Text,
         RequestFormat::Yaml => change_request::Format::Yaml,
@@ -534,11 +537,27 @@ fn flag_message(err: &ConfigError) -> String {
     }
 }
 
+/// Whether the daemon can keep its state in `dir`: created if missing, and a file written there.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(".whitelist-audit-write-test");
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
 async fn serve(args: ServeArgs) -> ExitCode {
     let config = match config::load(&args.config_file) {
         Ok(config) => Arc::new(config),
         Err(err) => return bad_input(&err),
     };
+    if let Err(err) = writable(&config.global.state_dir) {
+        eprintln!(
+            "error: {}: global.state_dir `{}` is not a writable directory ({err}): the last good published lists, the SSH host keys and refused logins, and the history would not survive a restart",
+            config.path.display(),
+            config.global.state_dir.display()
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let security = match load_security(args.web_config_file.as_deref()) {
         Ok(security) => Arc::new(std::sync::RwLock::new(Arc::new(security))),
         Err(err) => return bad_input(&err),

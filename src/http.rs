@@ -415,9 +415,12 @@ pub async fn serve(
     connections.abort_all();
 }
 
-async fn index(State(web): State<Web>, Query(filter): Query<AddressFilter>) -> Html<String> {
+async fn index(State(web): State<Web>, Query(filter): Query<AddressFilter>) -> Response {
     let snapshot = Arc::clone(&web.snapshots.borrow());
-    Html(crate::page::render(&snapshot, &filter))
+    if let Err(message) = crate::output::check_filter(&filter, &snapshot.report) {
+        return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
+    }
+    Html(crate::page::render(&snapshot, &filter)).into_response()
 }
 
 /// `/api/v1/snapshot`: `check --output json`'s document, with the addresses the query's
@@ -458,12 +461,13 @@ async fn api_snapshot(State(web): State<Web>, Query(filter): Query<AddressFilter
 
 /// `/api/v1/history` query parameters, as written.
 #[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HistoryParams {
     since: Option<String>,
     target: Option<String>,
     ip: Option<String>,
     aspect: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 /// `/api/v1/history`: the most recent changes (the last 10,000 are kept in memory; the file in
@@ -547,8 +551,12 @@ fn history_query(params: HistoryParams, now: std::time::SystemTime) -> Result<Ev
         Some("finding") => Some(Aspect::Finding),
         Some(other) => return Err(format!("aspect `{other}`: write state or finding")),
     };
-    if let Some(limit) = params.limit {
-        query.limit = limit.clamp(1, 10_000);
+    if let Some(limit) = params.limit.filter(|l| !l.is_empty()) {
+        query.limit = limit
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| format!("limit `{limit}`: write a whole number from 1 to 10000"))?;
     }
     Ok(query)
 }

@@ -120,6 +120,7 @@ impl Summary {
 
 /// Which addresses a view shows: `None` for a field shows all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddressFilter {
     pub target: Option<String>,
     /// A finding label, or `none` for addresses without one.

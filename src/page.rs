@@ -40,6 +40,13 @@ struct StatusPage {
     matching: usize,
     total: usize,
     changes: Vec<ChangeRow>,
+    unused_entries: Vec<UnusedRow>,
+}
+
+struct UnusedRow {
+    entry: String,
+    port: u16,
+    declared_at: String,
 }
 
 struct Choice {
@@ -114,46 +121,7 @@ pub fn render(snapshot: &Snapshot, filter: &AddressFilter) -> String {
                 format!("{} ({}, took {:.1} s)", clock(at), ago(at, now), took.as_secs_f64())
             },
         ),
-        targets: report
-            .targets
-            .iter()
-            .map(|t| TargetRow {
-                name: t.target.clone(),
-                port: t.port,
-                published: t.counts.published,
-                probed: t.counts.probed,
-                up: t.counts.up,
-                findings: {
-                    let found: Vec<String> = t
-                        .counts
-                        .findings
-                        .iter()
-                        .filter(|(_, n)| *n > 0)
-                        .map(|(f, n)| format!("{n} {}", f.as_label()))
-                        .collect();
-                    if found.is_empty() {
-                        "none".to_string()
-                    } else {
-                        found.join(", ")
-                    }
-                },
-                sources: t
-                    .sources
-                    .iter()
-                    .map(|s| SourceRow {
-                        name: s.name().to_string(),
-                        health: match s.up {
-                            Some(true) => "up",
-                            Some(false) => "failing, last good set kept",
-                            None => "not fetched yet",
-                        },
-                        addresses: s.addresses,
-                        last_success: s.last_success.map_or_else(|| "never".to_string(), |at| ago(at, now)),
-                        last_error: s.last_error.clone().unwrap_or_default(),
-                    })
-                    .collect(),
-            })
-            .collect(),
+        targets: report.targets.iter().map(|t| target_row(t, now)).collect(),
         target_choices: report
             .targets
             .iter()
@@ -173,6 +141,22 @@ pub fn render(snapshot: &Snapshot, filter: &AddressFilter) -> String {
         matching: matching.len(),
         total: all.len(),
         addresses: matching.iter().take(MAX_ROWS).map(|a| address_row(a, now)).collect(),
+        unused_entries: report
+            .whitelist_entries
+            .iter()
+            .filter(|u| u.unused)
+            .take(MAX_ROWS)
+            .map(|u| UnusedRow {
+                entry: u.entry.clone(),
+                port: u.port,
+                declared_at: u
+                    .declared_at
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .collect::<Vec<&str>>()
+                    .join("; "),
+            })
+            .collect(),
         changes: snapshot
             .history
             .iter()
@@ -183,6 +167,45 @@ pub fn render(snapshot: &Snapshot, filter: &AddressFilter) -> String {
             .collect(),
     };
     page.render().expect("the template renders plain strings")
+}
+
+fn target_row(t: &crate::core::audit::TargetReport, now: SystemTime) -> TargetRow {
+    TargetRow {
+        name: t.target.clone(),
+        port: t.port,
+        published: t.counts.published,
+        probed: t.counts.probed,
+        up: t.counts.up,
+        findings: {
+            let found: Vec<String> = t
+                .counts
+                .findings
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(f, n)| format!("{n} {}", f.as_label()))
+                .collect();
+            if found.is_empty() {
+                "none".to_string()
+            } else {
+                found.join(", ")
+            }
+        },
+        sources: t
+            .sources
+            .iter()
+            .map(|s| SourceRow {
+                name: s.name().to_string(),
+                health: match s.up {
+                    Some(true) => "up",
+                    Some(false) => "failing, last good set kept",
+                    None => "not fetched yet",
+                },
+                addresses: s.addresses,
+                last_success: s.last_success.map_or_else(|| "never".to_string(), |at| ago(at, now)),
+                last_error: s.last_error.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
 }
 
 /// Worst first: a blocked address before a missing one, before a fault of this host, before

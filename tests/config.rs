@@ -375,6 +375,10 @@ const INVALID_AERLEON: &[(&str, &str)] = &[
         "aerleon-duplicate-token.defs/networks.yaml:3:5: VENDOR: token `VENDOR` is already defined at tests/fixtures/invalid/aerleon-duplicate-token.defs/NETWORK.net:1: aerleon refuses a token defined twice",
     ),
     (
+        "aerleon-ports-differ.yml",
+        "aerleon-ports-differ.yml:2:14: global.whitelist: targets on ports 22, 990 use this aerleon whitelist: say which ports its tokens are for with `ports: [...]`",
+    ),
+    (
         "aerleon-undefined-reference.yml",
         "aerleon-undefined-reference.defs/NETWORK.net:3:9: OTHER: token `OTHER_TEAM_TYPO` is not defined in any definition file of the directory: aerleon refuses the directory",
     ),

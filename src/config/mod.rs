@@ -634,7 +634,24 @@ fn aerleon_entries(
             ));
         }
         Some(ports) => ports.value.iter().map(|p| p.0).collect(),
-        None => source.ports.clone(),
+        None => {
+            let mut ports = source.ports.clone();
+            ports.sort_unstable();
+            ports.dedup();
+            if ports.len() > 1 {
+                // A token written for SFTP would otherwise also "cover" an FTPS target.
+                return Err(ConfigError::at(
+                    path,
+                    &source.location,
+                    key.clone(),
+                    format!(
+                        "targets on ports {} use this aerleon whitelist: say which ports its tokens are for with `ports: [...]`",
+                        ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            ports
+        }
     };
     ports.sort_unstable();
     ports.dedup();

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -58,6 +59,9 @@ pub struct Whitelist {
     /// The files the entries were read from: whitelist files, aerleon definition files.
     pub files: Vec<PathBuf>,
     pub entries: Vec<Entry>,
+    /// Where each entry (by label) is written, as `file:line (comment)`: made once at load, so
+    /// every report can say where an entry to remove lives without formatting it again.
+    locations: BTreeMap<String, Arc<[Arc<str>]>>,
 }
 
 /// One (entry, port) pair and whether any published address uses it.
@@ -68,12 +72,33 @@ pub struct EntryUsage {
     pub unused: bool,
     /// Shorter than `global.broad_entry_prefix`: it hides every `missing` finding inside it.
     pub broad: bool,
+    /// Where it is written: `file:line (comment)`, once per place.
+    pub declared_at: Arc<[Arc<str>]>,
 }
 
 impl Whitelist {
     /// Builds the whitelist from its files and their entries.
     pub fn new(files: Vec<PathBuf>, entries: Vec<Entry>) -> Self {
-        Self { files, entries }
+        let mut locations: BTreeMap<String, Vec<Arc<str>>> = BTreeMap::new();
+        for entry in &entries {
+            let file = files
+                .get(entry.file)
+                .map_or_else(String::new, |f| f.display().to_string());
+            let location = match &entry.comment {
+                Some(comment) => format!("{file}:{} ({comment})", entry.line),
+                None => format!("{file}:{}", entry.line),
+            };
+            locations.entry(entry.label()).or_default().push(Arc::from(location));
+        }
+        let locations = locations
+            .into_iter()
+            .map(|(label, at)| (label, Arc::from(at)))
+            .collect();
+        Self {
+            files,
+            entries,
+            locations,
+        }
     }
 
     /// The entries shorter than `global.broad_entry_prefix`, in file order.
@@ -122,6 +147,7 @@ impl Whitelist {
         usage
             .into_iter()
             .map(|((entry, port), (unused, broad))| EntryUsage {
+                declared_at: self.locations.get(&entry).cloned().unwrap_or_else(|| Arc::from([])),
                 entry,
                 port,
                 unused,

@@ -2,7 +2,7 @@
 //! to add, which are whitelisted but blocked (with the evidence), which entries to remove. Pure;
 //! `output::request` renders it as text, YAML, nftables, iptables or CSV.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -66,6 +66,8 @@ pub struct Removal {
     pub reason: RemovalReason,
     /// The target it was declared for (stale entries).
     pub target: Option<String>,
+    /// Where the entry is written: `file:line (comment)`.
+    pub declared_at: Vec<Arc<str>>,
     #[serde(serialize_with = "optional_unix_seconds")]
     pub since: Option<SystemTime>,
 }
@@ -158,6 +160,11 @@ impl ChangeRequest {
             .map(|u| (u.entry.as_str(), u.port))
             .collect();
         request.remove.retain(|r| unused.contains(&(r.entry.as_str(), r.port)));
+        let declared: BTreeMap<(&str, u16), &Arc<[Arc<str>]>> = report
+            .whitelist_entries
+            .iter()
+            .map(|u| ((u.entry.as_str(), u.port), &u.declared_at))
+            .collect();
         let stale: BTreeSet<(String, u16)> = request.remove.iter().map(|r| (r.entry.clone(), r.port)).collect();
         for (entry, port) in unused {
             if !stale.contains(&(entry.to_string(), port)) {
@@ -166,14 +173,50 @@ impl ChangeRequest {
                     port,
                     reason: RemovalReason::Unused,
                     target: None,
+                    declared_at: Vec::new(),
                     since: None,
                 });
             }
         }
+        for removal in &mut request.remove {
+            if let Some(at) = declared.get(&(removal.entry.as_str(), removal.port)) {
+                removal.declared_at = at.to_vec();
+            }
+        }
+        // An address inside a prefix part that is added whole needs no line of its own.
+        let parts: Vec<(String, u16, IpNet)> = request
+            .add
+            .iter()
+            .filter(|a| a.prefix.prefix_len() < a.prefix.max_prefix_len())
+            .map(|a| (a.target.clone(), a.port, a.prefix))
+            .collect();
+        request.add.retain(|a| {
+            a.prefix.prefix_len() < a.prefix.max_prefix_len()
+                || !parts
+                    .iter()
+                    .any(|(t, p, part)| *t == a.target && *p == a.port && part.contains(&a.prefix))
+        });
         if !request.removals_withheld.is_empty() {
             request.remove.clear();
         }
         request
+    }
+
+    /// Forgets every `since` at or after `start`: in a one-shot run, a finding first seen by the
+    /// run itself has no known beginning, and the run's own clock is no evidence.
+    pub fn forget_since_from(&mut self, start: SystemTime) {
+        let keep = |since: &mut Option<SystemTime>| {
+            if since.is_some_and(|at| at >= start) {
+                *since = None;
+            }
+        };
+        self.add
+            .iter_mut()
+            .chain(&mut self.review)
+            .chain(&mut self.declare)
+            .for_each(|a| keep(&mut a.since));
+        self.blocked.iter_mut().for_each(|b| keep(&mut b.since));
+        self.remove.iter_mut().for_each(|r| keep(&mut r.since));
     }
 
     fn take(&mut self, address: &AddressReport) {
@@ -210,6 +253,7 @@ impl ChangeRequest {
                 port: address.port,
                 reason: RemovalReason::Stale,
                 target: Some(address.target.clone()),
+                declared_at: Vec::new(),
                 since: finding_since,
             }),
             Some(Finding::BogusAddress) | None => {}
