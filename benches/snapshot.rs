@@ -9,10 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use tokio::sync::watch;
-use whitelist_audit::app::Shared;
+use whitelist_audit::app::{self, Shared};
 use whitelist_audit::config::{self, Config};
+use whitelist_audit::core::history::History;
 use whitelist_audit::core::outcome::{Attempt, ProbeResult, ProbeState};
 use whitelist_audit::core::state::{State, TargetId};
 use whitelist_audit::metrics;
@@ -72,6 +73,18 @@ fn bench(c: &mut Criterion) {
     group.bench_function("publish: copy the state and audit 10k addresses", |b| {
         b.iter(|| black_box(shared.publish().report.targets.len()));
     });
+    group.bench_function(
+        "publish, of which the history: compare 10k addresses (no change)",
+        |b| {
+            let mut history = History::new(app::HISTORY_IN_MEMORY);
+            history.observe(&mut snapshot.report.clone(), SystemTime::now(), true);
+            b.iter_batched(
+                || snapshot.report.clone(),
+                |mut report| black_box(history.observe(&mut report, SystemTime::now(), true).len()),
+                BatchSize::LargeInput,
+            );
+        },
+    );
     group.bench_function("publish, the part under the lock: copy the state", |b| {
         b.iter(|| black_box(shared.with_state(State::clone).targets.len()));
     });

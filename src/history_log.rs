@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::core::history::{Event, History};
 use crate::state_file;
@@ -120,7 +121,7 @@ impl HistoryLog {
     /// Appends `events`; rotates the file when it grew past the limit. `history` holds the
     /// events already (they are carried over into a rotated file). A failure is logged, never
     /// fatal: the history in memory, the page and the metrics go on.
-    pub fn append(&mut self, events: &[Event], history: &History) {
+    pub fn append(&mut self, events: &[Arc<Event>], history: &History) {
         if events.is_empty() {
             return;
         }
@@ -138,7 +139,7 @@ impl HistoryLog {
         }
     }
 
-    fn write(&mut self, events: &[Event], history: &History) -> std::io::Result<()> {
+    fn write(&mut self, events: &[Arc<Event>], history: &History) -> std::io::Result<()> {
         let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
         if size == 0 {
             // Gone or emptied under us: start again from what is known, which includes `events`.
@@ -178,10 +179,10 @@ impl HistoryLog {
     }
 }
 
-fn lines(events: &[Event]) -> std::io::Result<Vec<u8>> {
+fn lines(events: &[Arc<Event>]) -> std::io::Result<Vec<u8>> {
     let mut text = Vec::with_capacity(events.len() * 200);
     for event in events {
-        serde_json::to_writer(&mut text, event)?;
+        serde_json::to_writer(&mut text, event.as_ref())?;
         text.push(b'\n');
     }
     Ok(text)
@@ -237,7 +238,7 @@ mod tests {
         let mut log = HistoryLog::open(&dir.0, 1 << 20, &history).unwrap();
         let first = event(1, "192.0.2.1", None, "open");
         history.replay([first.clone()]);
-        log.append(&[first], &history);
+        log.append(&[first.into()], &history);
         // A crash in the middle of a line, then garbage an editor left.
         let path = dir.0.join(HISTORY_FILE);
         let mut text = std::fs::read(&path).unwrap();
@@ -246,7 +247,7 @@ mod tests {
         let mut log = HistoryLog::open(&dir.0, 1 << 20, &history).unwrap();
         let second = event(3, "192.0.2.1", Some("open"), "timeout");
         history.replay([second.clone()]);
-        log.append(&[second], &history);
+        log.append(&[second.into()], &history);
         let back = read(&dir.0).unwrap();
         assert_eq!(back.skipped, [2, 3, 4]);
         let tos: Vec<_> = back.events.iter().map(|e| e.to.as_deref().unwrap()).collect();
@@ -260,7 +261,7 @@ mod tests {
         let mut log = HistoryLog::open(&dir.0, 2_000, &history).unwrap();
         let first = event(0, "192.0.2.9", None, "open");
         history.replay([first.clone()]);
-        log.append(std::slice::from_ref(&first), &history);
+        log.append(&[first.into()], &history);
         for second in 1..100 {
             let (from, to) = if second % 2 == 1 {
                 ("open", "refused")
@@ -269,7 +270,7 @@ mod tests {
             };
             let change = event(second, "192.0.2.1", Some(from), to);
             history.replay([change.clone()]);
-            log.append(&[change], &history);
+            log.append(&[change.into()], &history);
             let size = std::fs::metadata(dir.0.join(HISTORY_FILE)).unwrap().len();
             assert!(size <= 2_000 + 2 * 250, "rotated by size: {size} bytes");
         }
@@ -279,7 +280,7 @@ mod tests {
         let mut current: Vec<_> = restarted
             .current_events()
             .into_iter()
-            .map(|e| (e.ip.to_string(), e.to.unwrap()))
+            .map(|e| (e.ip.to_string(), e.to.clone().unwrap()))
             .collect();
         current.sort();
         assert_eq!(
@@ -302,7 +303,7 @@ mod tests {
         ];
         history.replay(events.clone());
         let mut log = HistoryLog::open(&dir.0, 1 << 20, &history).unwrap();
-        log.append(&events, &history);
+        log.append(&events.clone().map(Arc::new), &history);
         // The crash: the file was renamed to .1, its replacement not yet in place.
         std::fs::rename(dir.0.join(HISTORY_FILE), dir.0.join("history.jsonl.1")).unwrap();
         for _restart in 0..2 {

@@ -163,7 +163,7 @@ pub fn render(snapshot: &Snapshot, filter: &AddressFilter) -> String {
             .rev()
             .filter(|e| filter.target.as_deref().is_none_or(|t| t.is_empty() || e.target == t))
             .take(RECENT_CHANGES)
-            .map(change_row)
+            .map(|e| change_row(e))
             .collect(),
     };
     page.render().expect("the template renders plain strings")

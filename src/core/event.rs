@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -50,7 +51,7 @@ pub struct Since {
     #[serde(rename = "finding_since", with = "unix_seconds")]
     pub finding: SystemTime,
     /// The most recent change of either.
-    pub last_change: Event,
+    pub last_change: Arc<Event>,
 }
 
 /// Which events a reader asks for: the `limit` most recent that match, oldest first.
@@ -76,9 +77,10 @@ impl Default for EventQuery {
 }
 
 /// The events of `events` (oldest first) that `query` selects.
-pub fn select<'a>(events: &'a VecDeque<Event>, query: &EventQuery) -> Vec<&'a Event> {
+pub fn select<'a>(events: &'a VecDeque<Arc<Event>>, query: &EventQuery) -> Vec<&'a Event> {
     let mut selected: Vec<&Event> = events
         .iter()
+        .map(AsRef::as_ref)
         .rev()
         .filter(|e| query.since.is_none_or(|since| e.at >= since))
         .filter(|e| query.target.as_deref().is_none_or(|t| e.target == t))
@@ -122,7 +124,7 @@ mod tests {
 
     #[test]
     fn select_takes_the_most_recent_matches_oldest_first_and_since_reads_three_ways() {
-        let events: VecDeque<Event> = (0..10u8)
+        let events: VecDeque<Arc<Event>> = (0..10u8)
             .map(|i| Event {
                 at: at(u64::from(i) * 10),
                 target: if i % 2 == 0 { "a" } else { "b" }.into(),
@@ -133,6 +135,7 @@ mod tests {
                 to: Some("open".into()),
                 detail: String::new(),
             })
+            .map(Arc::new)
             .collect();
         let query = EventQuery {
             target: Some("a".into()),

@@ -5,7 +5,7 @@
 //! Events come from comparing each published report with what was seen before, so a finding that
 //! changes because the whitelist or the published set changed is an event as much as a probe's.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,24 +14,20 @@ use super::audit::{AddressReport, Report};
 pub use super::event::{Aspect, Event, NO_FINDING, Since};
 use super::outcome::ProbeState;
 
-type Key = (String, u16, IpAddr);
-
-fn key(event: &Event) -> Key {
-    (event.target.clone(), event.port, event.ip)
-}
-
 /// What is known of one address: its current values and the events that set them.
 #[derive(Debug, Clone, Default)]
 struct Mark {
-    state: Option<Event>,
-    finding: Option<Event>,
+    state: Option<Arc<Event>>,
+    finding: Option<Arc<Event>>,
     /// Whether the address was in a report this process observed: only then does its absence
     /// from a later report mean it left the audit (after a restart, DNS answers come back later).
     seen_here: bool,
+    /// The last observation that found the address in the report.
+    seen_in: u64,
 }
 
 impl Mark {
-    fn slot(&mut self, aspect: Aspect) -> &mut Option<Event> {
+    fn slot(&mut self, aspect: Aspect) -> &mut Option<Arc<Event>> {
         match aspect {
             Aspect::State => &mut self.state,
             Aspect::Finding => &mut self.finding,
@@ -45,148 +41,185 @@ impl Mark {
         }
         .and_then(|e| e.to.as_deref())
     }
+
+    fn holds_something(&self) -> bool {
+        self.current(Aspect::State).is_some() || self.current(Aspect::Finding).is_some()
+    }
 }
+
+/// Marks by target name, then by (port, address): found by `&str`, so comparing a report of
+/// 10,000 unchanged addresses allocates nothing.
+type Marks = HashMap<String, HashMap<(u16, IpAddr), Mark>>;
 
 /// Every address's marks, and the most recent events, bounded.
 #[derive(Debug, Clone)]
 pub struct History {
-    marks: BTreeMap<Key, Mark>,
-    /// Shared with the snapshots: copied only when an event arrives while one holds it.
-    recent: Arc<VecDeque<Event>>,
+    marks: Marks,
+    /// Shared with the snapshots: copied (pointers only) when an event arrives while one holds it.
+    recent: Arc<VecDeque<Arc<Event>>>,
     keep: usize,
+    /// Counts observations, to tell which marks the current one found.
+    observation: u64,
 }
 
 impl History {
     /// An empty history that remembers the `keep` most recent events.
     pub fn new(keep: usize) -> Self {
         Self {
-            marks: BTreeMap::new(),
+            marks: HashMap::new(),
             recent: Arc::new(VecDeque::new()),
             keep,
+            observation: 0,
         }
+    }
+
+    fn mark_mut(&mut self, target: &str, port: u16, ip: IpAddr) -> &mut Mark {
+        if !self.marks.contains_key(target) {
+            self.marks.insert(target.to_string(), HashMap::new());
+        }
+        self.marks
+            .get_mut(target)
+            .expect("inserted above")
+            .entry((port, ip))
+            .or_default()
     }
 
     /// Replays events read back from disk, oldest first: the marks they leave are where the
     /// next report is compared from.
-    pub fn replay(&mut self, events: impl IntoIterator<Item = Event>) {
+    pub fn replay<E: Into<Arc<Event>>>(&mut self, events: impl IntoIterator<Item = E>) {
         for event in events {
-            let mark = self.marks.entry(key(&event)).or_default();
-            let slot = mark.slot(event.aspect);
+            let event: Arc<Event> = event.into();
+            let slot = self.mark_mut(&event.target, event.port, event.ip).slot(event.aspect);
             // A line older than what is known (two files replayed out of order) changes nothing.
             if slot.as_ref().is_some_and(|known| known.at > event.at) {
                 continue;
             }
-            *slot = Some(event.clone());
+            *slot = Some(Arc::clone(&event));
             self.remember(event);
         }
-        self.marks
-            .retain(|_, mark| mark.current(Aspect::State).is_some() || mark.current(Aspect::Finding).is_some());
+        self.prune();
     }
 
     /// Compares `report` with what was seen before, returns the changes (oldest first, all at
     /// `at`), and writes each address's `since` into the report. `ready`: the first sweep since
     /// start has finished, so an address remembered from before the start that a fully refreshed
     /// target no longer has is gone (not merely not resolved yet).
-    pub fn observe(&mut self, report: &mut Report, at: SystemTime, ready: bool) -> Vec<Event> {
+    pub fn observe(&mut self, report: &mut Report, at: SystemTime, ready: bool) -> Vec<Arc<Event>> {
+        self.observation += 1;
+        let observation = self.observation;
         let mut events = Vec::new();
-        let mut present = BTreeSet::new();
-        let mut settled = BTreeSet::new();
-        let mut configured = BTreeSet::new();
+        let mut settled: HashMap<&str, bool> = HashMap::new();
         for target in &mut report.targets {
-            configured.insert(target.target.clone());
-            if ready && target.sources.iter().all(|s| s.up == Some(true)) {
-                settled.insert(target.target.clone());
-            }
+            let all_up = target.sources.iter().all(|s| s.up == Some(true));
             for address in &mut target.addresses {
-                let key = (address.target.clone(), address.port, address.ip);
-                let Seen::Judged { state, finding, detail } = observed(address) else {
+                let seen = observed(address);
+                let Seen::Judged { state, finding } = seen else {
                     // Not probed yet, or this host failed to probe it: still in the audit, but
                     // nothing is known that could change a verdict or say since when.
                     address.since = None;
-                    present.insert(key);
+                    if let Some(mark) = self
+                        .marks
+                        .get_mut(address.target.as_str())
+                        .and_then(|m| m.get_mut(&(address.port, address.ip)))
+                    {
+                        mark.seen_in = observation;
+                    }
                     continue;
                 };
-                let mark = self.marks.entry(key.clone()).or_default();
+                let mark = self.mark_mut(&address.target, address.port, address.ip);
                 mark.seen_here = true;
-                for (aspect, value, detail) in [
-                    (Aspect::State, state, detail),
-                    (Aspect::Finding, Some(finding), finding_detail(address)),
-                ] {
+                mark.seen_in = observation;
+                for (aspect, value) in [(Aspect::State, state), (Aspect::Finding, Some(finding))] {
                     let Some(value) = value else { continue };
-                    if mark.current(aspect) == Some(value.as_str()) {
+                    if mark.current(aspect) == Some(value) {
                         continue;
                     }
-                    let event = Event {
+                    let event = Arc::new(Event {
                         at,
                         target: address.target.clone(),
                         ip: address.ip,
                         port: address.port,
                         aspect,
                         from: mark.current(aspect).map(str::to_string),
-                        to: Some(value),
-                        detail,
-                    };
-                    *mark.slot(aspect) = Some(event.clone());
+                        to: Some(value.to_string()),
+                        detail: match aspect {
+                            Aspect::State => address.probe.as_ref().map(|p| p.detail.clone()).unwrap_or_default(),
+                            Aspect::Finding => finding_detail(address),
+                        },
+                    });
+                    *mark.slot(aspect) = Some(Arc::clone(&event));
                     events.push(event);
                 }
                 address.since = since(mark);
-                present.insert(key);
             }
+            settled.insert(target.target.as_str(), ready && all_up);
         }
-        for (key, mark) in &mut self.marks {
-            let left = !present.contains(key)
-                && (mark.seen_here || (ready && (!configured.contains(&key.0) || settled.contains(&key.0))));
-            if !left {
-                continue;
-            }
-            mark.seen_here = false;
-            for aspect in [Aspect::State, Aspect::Finding] {
-                let Some(from) = mark.current(aspect).map(str::to_string) else {
+        for (target, marks) in &mut self.marks {
+            // A target no longer configured is settled: its addresses left with it.
+            let settled = settled.get(target.as_str()).copied().unwrap_or(ready);
+            for (&(port, ip), mark) in marks.iter_mut() {
+                if mark.seen_in == observation || !(mark.seen_here || settled) {
                     continue;
-                };
-                let event = Event {
-                    at,
-                    target: key.0.clone(),
-                    ip: key.2,
-                    port: key.1,
-                    aspect,
-                    from: Some(from),
-                    to: None,
-                    detail: "no longer published nor declared: not audited any more".to_string(),
-                };
-                *mark.slot(aspect) = Some(event.clone());
-                events.push(event);
+                }
+                mark.seen_here = false;
+                for aspect in [Aspect::State, Aspect::Finding] {
+                    let Some(from) = mark.current(aspect).map(str::to_string) else {
+                        continue;
+                    };
+                    let event = Arc::new(Event {
+                        at,
+                        target: target.clone(),
+                        ip,
+                        port,
+                        aspect,
+                        from: Some(from),
+                        to: None,
+                        detail: "no longer published nor declared: not audited any more".to_string(),
+                    });
+                    *mark.slot(aspect) = Some(Arc::clone(&event));
+                    events.push(event);
+                }
             }
         }
-        // An address that left the audit comes back, if ever, as seen for the first time.
-        self.marks
-            .retain(|_, mark| mark.current(Aspect::State).is_some() || mark.current(Aspect::Finding).is_some());
+        if !events.is_empty() {
+            // An address that left the audit comes back, if ever, as seen for the first time.
+            self.prune();
+        }
         for event in &events {
-            self.remember(event.clone());
+            self.remember(Arc::clone(event));
         }
         events
     }
 
+    fn prune(&mut self) {
+        for marks in self.marks.values_mut() {
+            marks.retain(|_, mark| mark.holds_something());
+        }
+        self.marks.retain(|_, marks| !marks.is_empty());
+    }
+
     /// The most recent events kept in memory (`keep` of [`History::new`]), oldest first.
-    pub fn recent(&self) -> Arc<VecDeque<Event>> {
+    pub fn recent(&self) -> Arc<VecDeque<Arc<Event>>> {
         Arc::clone(&self.recent)
     }
 
     /// The event that set each current value of each address: what a log that starts afresh
-    /// (after rotation) must begin with so a restart finds every mark again.
-    pub fn current_events(&self) -> Vec<Event> {
-        let mut events: Vec<Event> = self
+    /// (after rotation) must begin with so a restart finds every mark again. Oldest first.
+    pub fn current_events(&self) -> Vec<Arc<Event>> {
+        let mut events: Vec<Arc<Event>> = self
             .marks
             .values()
+            .flat_map(HashMap::values)
             .flat_map(|mark| mark.state.iter().chain(mark.finding.iter()))
             .filter(|event| event.to.is_some())
             .cloned()
             .collect();
-        events.sort_by_key(|e| e.at);
+        events
+            .sort_by(|a, b| (a.at, &a.target, a.port, a.ip, a.aspect).cmp(&(b.at, &b.target, b.port, b.ip, b.aspect)));
         events
     }
 
-    fn remember(&mut self, event: Event) {
+    fn remember(&mut self, event: Arc<Event>) {
         if self.keep == 0 {
             return;
         }
@@ -203,28 +236,21 @@ enum Seen {
     /// Nothing to compare yet: not probed since start (just published, or the daemon just
     /// started), or this host failed to make the probe (a local fault is never a verdict).
     Unknown,
-    /// A verdict: the probe's state (`None` for a bogus address, never probed), the finding, and
-    /// what the probe saw.
+    /// A verdict: the probe's state (`None` for a bogus address, never probed) and the finding.
     Judged {
-        state: Option<String>,
-        finding: String,
-        detail: String,
+        state: Option<&'static str>,
+        finding: &'static str,
     },
 }
 
 fn observed(address: &AddressReport) -> Seen {
-    let finding = address.finding.map_or(NO_FINDING, |f| f.as_label()).to_string();
+    let finding = address.finding.map_or(NO_FINDING, |f| f.as_label());
     match (&address.probe, address.bogus) {
         (Some(probe), _) if probe.state.is_verdict() => Seen::Judged {
-            state: Some(probe.state.as_label().to_string()),
+            state: Some(probe.state.as_label()),
             finding,
-            detail: probe.detail.clone(),
         },
-        (None, Some(_)) => Seen::Judged {
-            state: None,
-            finding,
-            detail: String::new(),
-        },
+        (None, Some(_)) => Seen::Judged { state: None, finding },
         _ => Seen::Unknown,
     }
 }
@@ -243,7 +269,7 @@ fn since(mark: &Mark) -> Option<Since> {
     let state = mark.state.as_ref().filter(|e| e.to.is_some());
     let finding = mark.finding.as_ref().filter(|e| e.to.is_some());
     // Changed at the same moment, the state says more (open -> timeout, not none -> blocked).
-    let last_change = [finding, state].into_iter().flatten().max_by_key(|e| e.at)?.clone();
+    let last_change = Arc::clone([finding, state].into_iter().flatten().max_by_key(|e| e.at)?);
     Some(Since {
         state: state.map_or(last_change.at, |e| e.at),
         finding: finding.map_or(last_change.at, |e| e.at),
@@ -286,7 +312,7 @@ mod tests {
     fn observe(history: &mut History, state: &State, seconds: u64) -> (Report, Vec<Event>) {
         let mut report = state.report();
         let events = history.observe(&mut report, at(seconds), false);
-        (report, events)
+        (report, events.iter().map(|e| Event::clone(e)).collect())
     }
 
     fn changes(events: &[Event]) -> Vec<(String, Aspect, Option<&str>, Option<&str>)> {
@@ -358,7 +384,7 @@ mod tests {
         );
         let since = since_of(&report, "192.0.2.1").unwrap();
         assert_eq!((since.state, since.finding), (at(40), at(30)), "still blocked since 30");
-        assert_eq!(since.last_change, events[0]);
+        assert_eq!(*since.last_change, events[0]);
     }
 
     #[test]
@@ -454,7 +480,11 @@ mod tests {
             "before the first sweep ends, absence proves nothing: {events:?}"
         );
         let mut report = one.report();
-        let events = after.observe(&mut report, at(30), true);
+        let events: Vec<Event> = after
+            .observe(&mut report, at(30), true)
+            .iter()
+            .map(|e| Event::clone(e))
+            .collect();
         assert_eq!(
             changes(&events),
             [

@@ -202,8 +202,9 @@ pub struct TargetState {
     pub known_keys: BTreeMap<IpAddr, KnownKey>,
     /// The session checks (idle hold, login) of each address, and when each last started.
     pub sessions: BTreeMap<IpAddr, SessionReport>,
-    /// Which sources (indices into `sources`) publish each published address and prefix.
-    pub published_by: PublishedBy,
+    /// Which sources (indices into `sources`) publish each published address and prefix; shared,
+    /// since it changes with the published set only and the state is copied for every snapshot.
+    pub published_by: Arc<PublishedBy>,
 }
 
 fn published_by(
@@ -290,7 +291,7 @@ pub struct Snapshot {
     pub status: DaemonStatus,
     pub taken_at: SystemTime,
     /// The most recent changes of addresses, oldest first (the publisher fills it in).
-    pub history: Arc<VecDeque<Event>>,
+    pub history: Arc<VecDeque<Arc<Event>>>,
     /// The configuration's `global.broad_entry_prefix`: the change request sends additions
     /// broader than it to review.
     pub broad_entry_prefix: BroadEntryPrefix,
@@ -635,7 +636,7 @@ impl State {
         }
         // Another source publishing it for real wins.
         bogus.retain(|ip, _| !published.contains(ip));
-        state.published_by = published_by(&state.sources, &published, &prefixes, cap);
+        state.published_by = Arc::new(published_by(&state.sources, &published, &prefixes, cap));
         state.bogus = bogus;
         state.published = published;
         state.prefixes = prefixes;
