@@ -17,6 +17,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY benches benches
 COPY src src
+COPY templates templates
 COPY profiles profiles
 # Raw packets for the path diagnosis as a non-root user: Docker's --cap-add does not reach a non-root
 # process's ambient set, a file capability does (it takes effect only when the container has CAP_NET_RAW).
