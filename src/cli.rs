@@ -342,12 +342,25 @@ async fn audit_once(args: &AuditArgs) -> Result<Arc<crate::core::state::Snapshot
         .is_terminal()
         .then(|| Box::new(show_progress) as app::ProgressReport);
     let shown = progress.is_some();
+    let started = std::time::SystemTime::now();
     let snapshot = app::check_once(config, Arc::new(Os), progress).await;
     if shown {
         // Clear the progress line before the output.
         eprint!("\r\x1b[2K");
     }
-    Ok(snapshot)
+    // Only a daemon's history in state_dir knows since when; a state this run saw first (or a
+    // change it saw itself) has no known beginning, and the run's own clock is no evidence.
+    let mut snapshot = crate::core::state::Snapshot::clone(&snapshot);
+    for address in snapshot.report.targets.iter_mut().flat_map(|t| t.addresses.iter_mut()) {
+        if address
+            .since
+            .as_ref()
+            .is_some_and(|s| s.state >= started || s.finding >= started)
+        {
+            address.since = None;
+        }
+    }
+    Ok(Arc::new(snapshot))
 }
 
 async fn check(args: CheckArgs) -> ExitCode {
@@ -368,14 +381,11 @@ async fn check(args: CheckArgs) -> ExitCode {
 }
 
 async fn request(args: RequestArgs) -> ExitCode {
-    let started = std::time::SystemTime::now();
     let snapshot = match audit_once(&args.audit).await {
         Ok(snapshot) => snapshot,
         Err(code) => return code,
     };
-    let mut request = ChangeRequest::of(&snapshot.report, snapshot.broad_entry_prefix);
-    // Only a daemon's history in state_dir knows since when; what this run saw first, it cannot say.
-    request.forget_since_from(started);
+    let request = ChangeRequest::of(&snapshot.report, snapshot.broad_entry_prefix);
     let format = match args.format {
         RequestFormat::Text => change_request::Format::Text,
         RequestFormat::Yaml => change_request::Format::Yaml,

@@ -207,7 +207,7 @@ pub fn json(report: &Report) -> String {
 }
 
 fn row(address: &AddressReport) -> [String; 10] {
-    let (state, latency, attempts, detail) = match &address.probe {
+    let (state, latency, attempts, mut detail) = match &address.probe {
         Some(p) => (
             p.state.as_label().to_string(),
             format!("{:.0}ms", p.duration.as_secs_f64() * 1000.0),
@@ -232,6 +232,11 @@ fn row(address: &AddressReport) -> [String; 10] {
             None => ("-".into(), "-".into(), "-".into(), "not probed".into()),
         },
     };
+    if let Some(since) = &address.since {
+        // From a daemon's history in state_dir: since when this state holds.
+        let at = humantime::format_rfc3339_seconds(since.state).to_string();
+        detail = format!("since {}: {detail}", at.replacen('T', " ", 1).replace('Z', " UTC"));
+    }
     [
         address.target.clone(),
         address.ip.to_string(),

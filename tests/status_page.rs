@@ -214,7 +214,29 @@ fn the_page_the_api_and_the_metric_say_since_when_across_a_restart() {
     assert_eq!(status, 200);
     assert!(text.contains("BLOCKED") && text.contains(DROPPED6), "{text}");
 
+    check_reads_the_daemons_history(&lab, &config, dropped_at);
     browse(&lab, dropped_at);
+}
+
+/// `check` at a terminal on the same host reads the daemon's history (never writes it): an
+/// address still in the state the daemon recorded keeps the daemon's since.
+fn check_reads_the_daemons_history(lab: &Lab, config: &std::path::Path, dropped_at: u64) {
+    let output = lab.audit(&["check", "--config.file", config.to_str().unwrap(), "--output", "json"]);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output:?}"));
+    let open = report["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["ip"] == OPEN)
+        .unwrap();
+    assert_eq!(open["since"].as_u64(), Some(dropped_at), "{open:#}");
+    let table = lab.audit(&["check", "--config.file", config.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.contains(&format!(" {OPEN} ")))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("since "), "{table}");
 }
 
 /// A real browser loads the page: the blocked addresses come first, with their state and since

@@ -202,23 +202,6 @@ impl ChangeRequest {
         request
     }
 
-    /// Forgets every `since` at or after `start`: in a one-shot run, a finding first seen by the
-    /// run itself has no known beginning, and the run's own clock is no evidence.
-    pub fn forget_since_from(&mut self, start: SystemTime) {
-        let keep = |since: &mut Option<SystemTime>| {
-            if since.is_some_and(|at| at >= start) {
-                *since = None;
-            }
-        };
-        self.add
-            .iter_mut()
-            .chain(&mut self.review)
-            .chain(&mut self.declare)
-            .for_each(|a| keep(&mut a.since));
-        self.blocked.iter_mut().for_each(|b| keep(&mut b.since));
-        self.remove.iter_mut().for_each(|r| keep(&mut r.since));
-    }
-
     fn take(&mut self, address: &AddressReport) {
         let finding_since = address.since.as_ref().map(|s| s.finding);
         let state = address.probe.as_ref().map(|p| p.state.as_label());
