@@ -188,41 +188,7 @@ fn yaml(request: &ChangeRequest, now: SystemTime) -> String {
         "# {}\n# Entries to add to the declared whitelist; this file is itself a valid whitelist.\n",
         header(now)
     );
-    for a in &request.review {
-        let _ = writeln!(
-            out,
-            "# review, not added: {} port {} ({}) is broader than global.broad_entry_prefix",
-            prefix_label(&a.prefix),
-            a.port,
-            a.target
-        );
-    }
-    for u in &request.unknown {
-        let _ = writeln!(
-            out,
-            "# unknown, not judged: {} port {} ({}): {}",
-            u.ip, u.port, u.target, u.why
-        );
-    }
-    for r in &request.remove {
-        let _ = writeln!(
-            out,
-            "# remove: {} port {} ({})",
-            r.entry,
-            r.port,
-            match r.reason {
-                RemovalReason::Stale => "no longer published",
-                RemovalReason::Unused => "unused",
-            }
-        );
-    }
-    for b in &request.blocked {
-        let _ = writeln!(
-            out,
-            "# blocked although whitelisted: {} port {} ({}): fix the firewall, not this file",
-            b.ip, b.port, b.state
-        );
-    }
+    comments(request, &mut out);
     let mut groups: BTreeMap<(&str, u16, &str), Vec<&Addition>> = BTreeMap::new();
     for (why, items) in [("missing", &request.add), ("undeclared", &request.declare)] {
         for a in items {
@@ -327,12 +293,13 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-/// What a rule set leaves out, as comments above it: blocked, stale, too broad, unknown.
+/// What a rule set or whitelist patch leaves out, as comments above it: blocked, stale, too
+/// broad, unknown, and why no removal is proposed.
 fn comments(request: &ChangeRequest, out: &mut String) {
     for a in &request.review {
         let _ = writeln!(
             out,
-            "# review, no rule written: {} tcp/{} ({}) is broader than global.broad_entry_prefix",
+            "# review, not added: {} tcp/{} ({}) is broader than global.broad_entry_prefix",
             prefix_label(&a.prefix),
             a.port,
             a.target

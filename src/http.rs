@@ -30,7 +30,7 @@ use crate::config::web::{ClientAuth, TlsSettings, TlsVersion, WebConfig};
 use crate::core::event::{self, Aspect, EventQuery};
 use crate::core::request::ChangeRequest;
 use crate::core::state::Snapshot;
-use crate::output::AddressFilter;
+use crate::output::{AddressFilter, unix};
 
 /// A request to reload the configuration, with a channel for the outcome.
 pub type ReloadRequest = oneshot::Sender<Result<(), ConfigError>>;
@@ -564,12 +564,6 @@ fn history_query(params: HistoryParams, now: std::time::SystemTime) -> Result<Ev
 fn json_response(body: &impl serde::Serialize) -> Response {
     let text = serde_json::to_string_pretty(body).expect("plain data serializes") + "\n";
     ([(header::CONTENT_TYPE, "application/json")], text).into_response()
-}
-
-fn unix(at: std::time::SystemTime) -> u64 {
-    at.duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 async fn metrics(State(web): State<Web>, headers: HeaderMap) -> Response {

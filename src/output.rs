@@ -142,6 +142,19 @@ impl AddressFilter {
     }
 }
 
+/// A time in UTC to the second, as a person reads it: `2026-11-25 07:22:36 UTC`.
+pub fn clock(at: std::time::SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(at).to_string();
+    text.replacen('T', " ", 1).replace('Z', " UTC")
+}
+
+/// Whole seconds since the Unix epoch, as the JSON shows times.
+pub fn unix(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 /// Whether every value of `filter` can match something: a typo (`finding=blockd`) is refused
 /// rather than answered with nothing, which a script would read as "nothing blocked".
 pub fn check_filter(filter: &AddressFilter, report: &Report) -> Result<(), String> {
@@ -234,8 +247,7 @@ fn row(address: &AddressReport) -> [String; 10] {
     };
     if let Some(since) = &address.since {
         // From a daemon's history in state_dir: since when this state holds.
-        let at = humantime::format_rfc3339_seconds(since.state).to_string();
-        detail = format!("since {}: {detail}", at.replacen('T', " ", 1).replace('Z', " UTC"));
+        detail = format!("since {}: {detail}", clock(since.state));
     }
     [
         address.target.clone(),

@@ -13,7 +13,7 @@ use crate::core::history::Event;
 use crate::core::outcome::ProbeState;
 use crate::core::ssh::SshEvidence;
 use crate::core::state::Snapshot;
-use crate::output::AddressFilter;
+use crate::output::{AddressFilter, clock, unix};
 use crate::prefix::prefix_label;
 
 /// How often the page reloads itself.
@@ -307,16 +307,6 @@ fn aspect_label(event: &Event) -> &'static str {
         crate::core::history::Aspect::State => "state",
         crate::core::history::Aspect::Finding => "finding",
     }
-}
-
-fn unix(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()
-}
-
-/// A time in UTC to the second, as a person reads it.
-fn clock(at: SystemTime) -> String {
-    let text = humantime::format_rfc3339_seconds(at).to_string();
-    text.replacen('T', " ", 1).replace('Z', " UTC")
 }
 
 /// How long before `now`, to the largest two units.
