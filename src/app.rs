@@ -143,11 +143,13 @@ impl Shared {
         let mut snapshot = copy.snapshot();
         {
             let mut history = lock(&self.history);
+            history.set_lags(crate::core::cause::lags(&copy.config));
             let events = history.observe(&mut snapshot.report, snapshot.taken_at, snapshot.status.ready);
             if let Some(log) = lock(&self.history_log).as_mut() {
                 log.append(&events, &history);
             }
             snapshot.history = history.recent();
+            snapshot.timeline = history.timeline();
         }
         let snapshot = Arc::new(snapshot);
         self.published.send_replace(Arc::clone(&snapshot));

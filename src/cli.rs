@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use crate::app::{self, Shared};
 use crate::change_request;
 use crate::config::{self, CheckKind, Config, ConfigError, ResolverSpec, defaults};
+use crate::core::event::{Cause, EventQuery};
+use crate::core::history::History;
 use crate::core::request::ChangeRequest;
 use crate::logging::{self, LogFormat};
 use crate::output;
@@ -76,6 +78,9 @@ pub enum Command {
     /// The change request for the firewall team: addresses to add, blocked ones with the evidence,
     /// entries to remove; exit 0 when there is nothing to request, 1 when there is, 2 bad input.
     Request(RequestArgs),
+    /// The timeline of changes from the daemon's history, each attributed to the side that changed
+    /// (the vendor's set or service, our path or whitelist), for a ticket; exit 0, or 2 bad input.
+    Report(ReportArgs),
     /// Check the configuration and whitelist files; exit 0 or 2.
     Validate(ValidateArgs),
     /// A vendor pool, a whitelist and every finding on loopback: see it work, no network, no
@@ -197,6 +202,47 @@ pub struct RequestArgs {
     pub format: RequestFormat,
 }
 
+/// Flags of `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The daemon's configuration file: its `global.state_dir` holds the history.
+    #[arg(long = "config.file", value_name = "FILE")]
+    pub config_file: PathBuf,
+    /// From when: a duration back from now (24h, 90m, 7d), an RFC 3339 time, or unix seconds.
+    #[arg(long, value_name = "WHEN", default_value = "24h")]
+    pub since: String,
+    /// text for a terminal, markdown for a ticket.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Only this target.
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    /// Only this address.
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Option<IpAddr>,
+    /// Only changes attributed to this cause: `first_seen`, `vendor_added`, `vendor_removed`,
+    /// `vendor_service`, `local_path`, `local_whitelist` or `unknown`.
+    #[arg(long, value_name = "CAUSE", value_parser = parse_cause)]
+    pub cause: Option<Cause>,
+    /// Also list addresses seen for the first time when the audit began (no change of either side).
+    #[arg(long)]
+    pub first_seen: bool,
+}
+
+fn parse_cause(text: &str) -> Result<Cause, String> {
+    Cause::from_label(text).ok_or_else(|| {
+        let all: Vec<&str> = Cause::ALL.iter().map(|c| c.as_label()).collect();
+        format!("write one of {}", all.join(", "))
+    })
+}
+
+/// `report --format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Markdown,
+}
+
 /// `request --format` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RequestFormat {
@@ -313,6 +359,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Command::Check(args) => check(args).await,
         Command::Request(args) => request(args).await,
+        Command::Report(args) => report(&args),
         Command::Serve(args) => serve(args).await,
         Command::Demo(args) => demo(args).await,
     }
@@ -360,6 +407,14 @@ async fn audit_once(args: &AuditArgs) -> Result<Arc<crate::core::state::Snapshot
             address.since = None;
         }
     }
+    let daemons: std::collections::VecDeque<_> = snapshot
+        .timeline
+        .changes
+        .iter()
+        .filter(|c| c.at < started)
+        .cloned()
+        .collect();
+    snapshot.timeline.changes = Arc::new(daemons);
     Ok(Arc::new(snapshot))
 }
 
@@ -370,7 +425,18 @@ async fn check(args: CheckArgs) -> ExitCode {
     };
     let report = &snapshot.report;
     match args.output {
-        OutputFormat::Table => print!("{}", output::table(report)),
+        OutputFormat::Table => {
+            print!("{}", output::table(report));
+            let day = EventQuery {
+                since: snapshot.taken_at.checked_sub(Duration::from_secs(24 * 3600)),
+                ..EventQuery::default()
+            };
+            let entries = snapshot.timeline.select(&day, None, false);
+            if !entries.is_empty() {
+                println!("\nChanges in the last 24 h, from the daemon's history (whitelist-audit report for more):");
+                print!("{}", output::timeline_text(&entries));
+            }
+        }
         OutputFormat::Json => print!("{}", output::json(report)),
     }
     if output::Summary::of(report).is_clean() {
@@ -411,6 +477,86 @@ async fn request(args: RequestArgs) -> ExitCode {
     } else {
         ExitCode::from(EXIT_FINDINGS)
     }
+}
+
+fn report(args: &ReportArgs) -> ExitCode {
+    let config = match config::load(&args.config_file) {
+        Ok(config) => config,
+        Err(err) => return bad_input(&err),
+    };
+    let now = std::time::SystemTime::now();
+    let since = match crate::core::event::parse_since(&args.since, now) {
+        Ok(since) => since,
+        Err(message) => {
+            eprintln!("error: --since: {message}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    if let Some(target) = args
+        .target
+        .as_deref()
+        .filter(|t| !config.targets.iter().any(|c| c.name == *t))
+    {
+        eprintln!(
+            "error: --target `{target}`: no such target in {}",
+            args.config_file.display()
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let state_dir = &config.global.state_dir;
+    let back = match crate::history_log::read_all(state_dir) {
+        Ok(back) => back,
+        Err(err) => {
+            eprintln!("error: cannot read the history in {}: {err}", state_dir.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    if !back.skipped.is_empty() {
+        eprintln!(
+            "warning: {} line(s) of the history in {} are not events (a write cut short, or an edit): skipped",
+            back.skipped.len(),
+            state_dir.display()
+        );
+    }
+    if back.events.is_empty() {
+        eprintln!(
+            "note: no history in {}: `whitelist-audit serve` with this configuration writes it",
+            state_dir.display()
+        );
+    }
+    let mut history = History::new(usize::MAX);
+    history.set_lags(crate::core::cause::lags(&config));
+    history.replay(back.events);
+    let timeline = history.timeline();
+    let query = EventQuery {
+        since: Some(since),
+        target: args.target.clone(),
+        ip: args.ip.map(|ip| ip.to_canonical()),
+        aspect: None,
+        limit: usize::MAX,
+    };
+    let entries = timeline.select(&query, args.cause, args.first_seen);
+    let scope = format!(
+        "changes since {}, from the history in {}",
+        output::clock(since),
+        state_dir.display()
+    );
+    match args.format {
+        ReportFormat::Text => {
+            println!("whitelist-audit report: {scope}");
+            print!("{}", output::timeline_text(&entries));
+            println!("{}", output::cause_counts(&entries));
+        }
+        ReportFormat::Markdown => {
+            println!("## whitelist-audit: {scope}\n");
+            println!("{}\n", output::cause_counts(&entries));
+            if !entries.is_empty() {
+                print!("{}", output::timeline_markdown(&entries));
+            }
+            println!("\n{}", output::CAUSES_EXPLAINED);
+        }
+    }
+    ExitCode::from(EXIT_OK)
 }
 
 /// One line on stderr, rewritten in place: where `check` is and how long it has taken.

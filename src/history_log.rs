@@ -39,6 +39,27 @@ pub fn read(state_dir: &Path) -> std::io::Result<ReadBack> {
         },
         Err(err) => return Err(err),
     };
+    read_lines(file)
+}
+
+/// Every event the state directory still holds, for a report that reaches further back than
+/// the current file: the rotated file's, then the current one's (whose carried-over lines
+/// repeat the rotated file's; replaying skips them).
+pub fn read_all(state_dir: &Path) -> std::io::Result<ReadBack> {
+    let path = state_dir.join(HISTORY_FILE);
+    let mut back = match File::open(rotated(&path)) {
+        Ok(file) if path.exists() => read_lines(file)?,
+        Ok(_) => ReadBack::default(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => ReadBack::default(),
+        Err(err) => return Err(err),
+    };
+    let current = read(state_dir)?;
+    back.events.extend(current.events);
+    back.skipped.extend(current.skipped);
+    Ok(back)
+}
+
+fn read_lines(file: File) -> std::io::Result<ReadBack> {
     let mut read = ReadBack::default();
     for (number, line) in (1u64..).zip(BufReader::new(file).split(b'\n')) {
         let line = line?;

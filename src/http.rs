@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use crate::change_request::Format;
 use crate::config::ConfigError;
 use crate::config::web::{ClientAuth, TlsSettings, TlsVersion, WebConfig};
-use crate::core::event::{self, Aspect, EventQuery};
+use crate::core::event::{self, Aspect, Cause, EventQuery};
 use crate::core::request::ChangeRequest;
 use crate::core::state::Snapshot;
 use crate::output::{AddressFilter, unix};
@@ -278,6 +278,7 @@ pub fn router(
         .route("/api/v1/snapshot", get(api_snapshot))
         .route("/api/v1/history", get(api_history))
         .route("/api/v1/request", get(api_request))
+        .route("/api/v1/timeline", get(api_timeline))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(ready))
@@ -489,6 +490,88 @@ async fn api_history(State(web): State<Web>, Query(params): Query<HistoryParams>
     })
 }
 
+/// `/api/v1/timeline` query parameters: `/api/v1/history`'s, and the cause, first sightings, format.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimelineParams {
+    since: Option<String>,
+    target: Option<String>,
+    ip: Option<String>,
+    cause: Option<String>,
+    first_seen: Option<String>,
+    limit: Option<String>,
+    format: Option<String>,
+}
+
+/// One change of `/api/v1/timeline`.
+#[derive(serde::Serialize)]
+struct TimelineItem<'a> {
+    at: u64,
+    target: &'a str,
+    ip: std::net::IpAddr,
+    port: u16,
+    cause: Cause,
+    why: &'a str,
+    /// What moved, in words.
+    change: String,
+    events: Vec<&'a event::Event>,
+}
+
+/// `/api/v1/timeline`: the most recent changes, each attributed to the side that changed, oldest
+/// first (JSON, or `format=text` / `markdown` as `whitelist-audit report` prints them).
+async fn api_timeline(State(web): State<Web>, Query(params): Query<TimelineParams>) -> Response {
+    let snapshot = Arc::clone(&web.snapshots.borrow());
+    let bad = |message: String| (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
+    let cause = params.cause.as_deref().filter(|c| !c.is_empty());
+    let cause = match cause.map(|label| Cause::from_label(label).ok_or(label)).transpose() {
+        Ok(cause) => cause,
+        Err(label) => {
+            let all: Vec<&str> = Cause::ALL.iter().map(|c| c.as_label()).collect();
+            return bad(format!("cause `{label}`: write one of {}", all.join(", ")));
+        }
+    };
+    let first_seen = match params.first_seen.as_deref() {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => return bad(format!("first_seen `{other}`: write true or false")),
+    };
+    let format = params.format.clone();
+    let history = HistoryParams {
+        since: params.since,
+        target: params.target,
+        ip: params.ip,
+        aspect: None,
+        limit: params.limit,
+    };
+    let query = match history_query(history, std::time::SystemTime::now()) {
+        Ok(query) => query,
+        Err(message) => return bad(message),
+    };
+    let entries = snapshot.timeline.select(&query, cause, first_seen);
+    let text = |body: String| ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+    match format.as_deref() {
+        None | Some("" | "json") => {
+            let changes: Vec<TimelineItem<'_>> = entries
+                .iter()
+                .map(|entry| TimelineItem {
+                    at: crate::output::unix(entry.change.at),
+                    target: &entry.change.target,
+                    ip: entry.change.ip,
+                    port: entry.change.port,
+                    cause: entry.attribution.cause,
+                    why: &entry.attribution.why,
+                    change: crate::output::change_summary(entry.change),
+                    events: entry.change.events.iter().map(AsRef::as_ref).collect(),
+                })
+                .collect();
+            json_response(&serde_json::json!({ "changes": changes }))
+        }
+        Some("text") => text(crate::output::timeline_text(&entries)),
+        Some("markdown") => text(crate::output::timeline_markdown(&entries)),
+        Some(other) => bad(format!("format `{other}`: write json, text or markdown")),
+    }
+}
+
 /// `/api/v1/request?format=`: `whitelist-audit request` from the daemon's last snapshot (JSON by
 /// default; `text`, `yaml`, `nftables`, `iptables`, `csv` as the command prints them).
 async fn api_request(State(web): State<Web>, Query(params): Query<RequestParams>) -> Response {
@@ -547,9 +630,10 @@ fn history_query(params: HistoryParams, now: std::time::SystemTime) -> Result<Ev
     }
     query.aspect = match params.aspect.as_deref() {
         None | Some("") => None,
-        Some("state") => Some(Aspect::State),
-        Some("finding") => Some(Aspect::Finding),
-        Some(other) => return Err(format!("aspect `{other}`: write state or finding")),
+        Some(label) => Some(
+            Aspect::from_label(label)
+                .ok_or_else(|| format!("aspect `{label}`: write state, finding, published, whitelist or service"))?,
+        ),
     };
     if let Some(limit) = params.limit.filter(|l| !l.is_empty()) {
         query.limit = limit

@@ -194,6 +194,10 @@ label_set!(
     MethodsLabels { target: &'a str, ip: Ip, port: u16, methods: &'a str }
 );
 label_set!(
+    /// The side an address's last change is attributed to.
+    CauseLabels { target: &'a str, ip: Ip, port: u16, cause: &'static str }
+);
+label_set!(
     /// One SSH problem of one address.
     SshProblemLabels { target: &'a str, ip: Ip, port: u16, problem: &'static str }
 );
@@ -303,6 +307,25 @@ fn at(a: &AddressReport) -> AddressLabels<'_> {
     }
 }
 
+/// The cause of each address's last change, valued with when it was seen.
+fn encode_change_causes(addresses: &[&AddressReport], e: &mut DescriptorEncoder) -> fmt::Result {
+    gauge(
+        e,
+        "whitelist_audit_ip_change_cause_info",
+        "The side the address's last change is attributed to (first_seen, vendor_added, vendor_removed, vendor_service, local_path, local_whitelist, unknown); the value is when the change was seen, in Unix seconds.",
+        addresses.iter().filter_map(|a| {
+            let cause = a.since.as_ref()?.cause.as_ref()?;
+            let labels = CauseLabels {
+                target: &a.target,
+                ip: Ip(a.ip),
+                port: a.port,
+                cause: cause.cause.as_label(),
+            };
+            Some((labels, unix_seconds(cause.at)))
+        }),
+    )
+}
+
 /// The per-address families.
 fn encode_addresses(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     let addresses: Vec<&AddressReport> = report.targets.iter().flat_map(|t| &t.addresses).collect();
@@ -355,6 +378,7 @@ fn encode_addresses(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         "When the address entered its current state (when first seen in it, if it never changed), from the history in the state directory, so it survives restarts.",
         probed().filter_map(|(a, _)| Some((at(a), unix_seconds(a.since.as_ref()?.state)))),
     )?;
+    encode_change_causes(&addresses, e)?;
     gauge(
         e,
         "whitelist_audit_ip_published",

@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use crate::config::whitelist::EntryUsage;
 use crate::core::audit::{AddressReport, Counts, PrefixReport, Report};
+use crate::core::cause::Entry;
 use crate::core::dns_book::Family;
+use crate::core::event::{Aspect, Cause, Change, NO_FINDING};
 use crate::core::finding::{Finding, FindingCounts};
 use crate::core::outcome::ProbeState;
 use crate::core::source::{SourceKind, SourceReport};
@@ -545,3 +547,110 @@ pub fn table(report: &Report) -> String {
     out.push('\n');
     out
 }
+
+/// What one change moved, in words: `open -> timeout, finding none -> blocked`.
+pub fn change_summary(change: &Change) -> String {
+    let value = |aspect| change.after(aspect).unwrap_or("-");
+    if change.appeared {
+        let mut parts = vec![format!("appeared: {}", value(Aspect::State))];
+        if let Some(finding) = change.after(Aspect::Finding).filter(|f| *f != NO_FINDING) {
+            parts.push(format!("finding {finding}"));
+        }
+        parts.extend(change.after(Aspect::Whitelist).map(str::to_string));
+        if let Some(by) = change
+            .event(Aspect::Published)
+            .map(|e| e.detail.as_str())
+            .filter(|d| !d.is_empty())
+        {
+            parts.push(by.to_string());
+        }
+        return parts.join(", ");
+    }
+    if change.left() {
+        let was: Vec<&str> = [Aspect::State, Aspect::Finding, Aspect::Published]
+            .into_iter()
+            .filter_map(|a| change.before(a))
+            .filter(|v| *v != NO_FINDING)
+            .collect();
+        return format!("left the audit (was {})", was.join(", "));
+    }
+    Aspect::ALL
+        .into_iter()
+        .filter_map(|aspect| {
+            let (from, to) = change.moved(aspect)?;
+            Some(match aspect {
+                Aspect::State => format!("{from} -> {to}"),
+                Aspect::Service => format!("server {from} -> {to}"),
+                _ => format!("{} {from} -> {to}", aspect.as_label()),
+            })
+        })
+        .collect::<Vec<String>>()
+        .join(", ")
+}
+
+/// A timeline for a terminal: one line per change, oldest first.
+pub fn timeline_text(entries: &[Entry<'_>]) -> String {
+    let mut out = String::new();
+    for entry in entries {
+        let change = entry.change;
+        let _ = writeln!(
+            out,
+            "{}  {}  {}  {}  {}: {}",
+            clock(change.at),
+            change.target,
+            std::net::SocketAddr::new(change.ip, change.port),
+            change_summary(change),
+            entry.attribution.cause.as_label(),
+            entry.attribution.why
+        );
+    }
+    out
+}
+
+/// A timeline for a ticket, as a Markdown table.
+pub fn timeline_markdown(entries: &[Entry<'_>]) -> String {
+    let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
+    let mut out =
+        String::from("| When (UTC) | Target | Address | Change | Cause | Evidence |\n|---|---|---|---|---|---|\n");
+    for entry in entries {
+        let change = entry.change;
+        let _ = writeln!(
+            out,
+            "| {} | {} | `{}` | {} | **{}** | {} |",
+            clock(change.at).trim_end_matches(" UTC"),
+            cell(&change.target),
+            std::net::SocketAddr::new(change.ip, change.port),
+            cell(&change_summary(change)),
+            entry.attribution.cause.as_label(),
+            cell(&entry.attribution.why)
+        );
+    }
+    out
+}
+
+/// How many changes each cause has: `3 changes: 2 local_path, 1 vendor_added`.
+pub fn cause_counts(entries: &[Entry<'_>]) -> String {
+    if entries.is_empty() {
+        return "no changes".to_string();
+    }
+    let mut counts: std::collections::BTreeMap<Cause, usize> = std::collections::BTreeMap::new();
+    for entry in entries {
+        *counts.entry(entry.attribution.cause).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(c, n)| format!("{n} {}", c.as_label())).collect();
+    format!(
+        "{} change{}: {}",
+        entries.len(),
+        if entries.len() == 1 { "" } else { "s" },
+        parts.join(", ")
+    )
+}
+
+/// What each cause means, for a reader of a ticket.
+pub const CAUSES_EXPLAINED: &str = "\
+Causes: **vendor_added** / **vendor_removed**: the vendor's published set (DNS, its list) gained or lost the \
+address. **vendor_service**: still published, our side unchanged, but the server answers differently (another \
+host key, software or algorithms, or not SSH). **local_path**: a published address changed reachability while \
+the published set and the whitelist stood still (our firewall or path). **local_whitelist**: the declared \
+whitelist changed and the address gained or lost coverage. **unknown**: both sides changed within the time the \
+audit needs to see a change, or nothing seen explains it; never a guess.";

@@ -8,12 +8,14 @@ use std::time::{Duration, SystemTime};
 use askama::Template;
 
 use crate::core::audit::AddressReport;
+use crate::core::cause::Entry;
+use crate::core::event::EventQuery;
 use crate::core::finding::Finding;
 use crate::core::history::Event;
 use crate::core::outcome::ProbeState;
 use crate::core::ssh::SshEvidence;
 use crate::core::state::Snapshot;
-use crate::output::{AddressFilter, clock, unix};
+use crate::output::{AddressFilter, change_summary, clock, unix};
 use crate::prefix::prefix_label;
 
 /// How often the page reloads itself.
@@ -88,15 +90,15 @@ struct AddressRow {
     detail: String,
 }
 
+/// One line of the timeline: a change, what moved, and the side it is attributed to.
 struct ChangeRow {
     at: String,
     target: String,
     ip: String,
     port: u16,
-    aspect: &'static str,
-    from: String,
-    to: String,
-    detail: String,
+    change: String,
+    cause: &'static str,
+    why: String,
 }
 
 /// The page for `snapshot`, showing the addresses `filter` admits, worst first.
@@ -158,12 +160,19 @@ pub fn render(snapshot: &Snapshot, filter: &AddressFilter) -> String {
             })
             .collect(),
         changes: snapshot
-            .history
+            .timeline
+            .select(
+                &EventQuery {
+                    target: filter.target.clone().filter(|t| !t.is_empty()),
+                    limit: RECENT_CHANGES,
+                    ..EventQuery::default()
+                },
+                None,
+                false,
+            )
             .iter()
             .rev()
-            .filter(|e| filter.target.as_deref().is_none_or(|t| t.is_empty() || e.target == t))
-            .take(RECENT_CHANGES)
-            .map(|e| change_row(e))
+            .map(change_row)
             .collect(),
     };
     page.render().expect("the template renders plain strings")
@@ -277,8 +286,13 @@ fn address_row(address: &AddressReport, now: SystemTime) -> AddressRow {
             .map_or_else(String::new, |s| unix(s.state).to_string()),
         last_change: address.since.as_ref().map_or_else(String::new, |s| {
             let e = &s.last_change;
+            let cause = s
+                .cause
+                .as_ref()
+                .map(|c| format!(" ({})", c.cause.as_label()))
+                .unwrap_or_default();
             format!(
-                "{} {} {} -> {}",
+                "{} {} {} -> {}{cause}",
                 clock(e.at),
                 aspect_label(e),
                 e.from.as_deref().unwrap_or("(new)"),
@@ -289,24 +303,21 @@ fn address_row(address: &AddressReport, now: SystemTime) -> AddressRow {
     }
 }
 
-fn change_row(event: &Event) -> ChangeRow {
+fn change_row(entry: &Entry<'_>) -> ChangeRow {
+    let change = entry.change;
     ChangeRow {
-        at: clock(event.at),
-        target: event.target.clone(),
-        ip: event.ip.to_string(),
-        port: event.port,
-        aspect: aspect_label(event),
-        from: event.from.clone().unwrap_or_else(|| "(new)".to_string()),
-        to: event.to.clone().unwrap_or_else(|| "(gone)".to_string()),
-        detail: event.detail.clone(),
+        at: clock(change.at),
+        target: change.target.clone(),
+        ip: change.ip.to_string(),
+        port: change.port,
+        change: change_summary(change),
+        cause: entry.attribution.cause.as_label(),
+        why: entry.attribution.why.clone(),
     }
 }
 
 fn aspect_label(event: &Event) -> &'static str {
-    match event.aspect {
-        crate::core::history::Aspect::State => "state",
-        crate::core::history::Aspect::Finding => "finding",
-    }
+    event.aspect.as_label()
 }
 
 /// How long before `now`, to the largest two units.

@@ -143,18 +143,17 @@ fn the_page_the_api_and_the_metric_say_since_when_across_a_restart() {
         .iter()
         .map(|e| (e["from"].clone(), e["to"].clone(), e["at"].clone()))
         .collect();
-    // First seen dropped, last seen open; a lab transient in between (none expected) would be a
-    // change the history must show too, so only the ends and the reopening are pinned.
+    // First seen dropped, last seen open. A SYN the rule dropped is retransmitted once the rule
+    // is gone, and may connect so late in the attempt that the banner misses the timeout (a
+    // `protocol_error` in between): a change the history must show too, so only the ends and
+    // the reopening are pinned.
     assert_eq!(
         story.first(),
         Some(&(Value::Null, "timeout".into(), first_seen.into())),
         "{history:#}"
     );
-    assert_eq!(
-        story.last(),
-        Some(&("timeout".into(), "open".into(), reopened_at.into())),
-        "{history:#}"
-    );
+    let (from, to, at) = story.last().unwrap();
+    assert!(!from.is_null() && *to == "open" && *at == reopened_at, "{history:#}");
     eprintln!("history of {DROPPED}: {story:?}");
     let (status, body) = lab.http("GET", &format!("{API}/history?since=yesterday"));
     assert_eq!(status, 400, "{body}");

@@ -18,7 +18,52 @@ pub enum Aspect {
     State,
     /// The audit's finding: `blocked`, `missing`, ..., or `none`.
     Finding,
+    /// Whether a source publishes the address: `published` or `not_published` (a stale entry).
+    Published,
+    /// Whether the declared whitelist covers it: `whitelisted`, `not_whitelisted`, or
+    /// `no_whitelist` (the target declares none).
+    Whitelist,
+    /// What the server presents (`check: ssh`): its host key, software and algorithms.
+    Service,
 }
+
+impl Aspect {
+    /// Every aspect, in the order one change lists them.
+    pub const ALL: [Self; 5] = [
+        Self::State,
+        Self::Finding,
+        Self::Published,
+        Self::Whitelist,
+        Self::Service,
+    ];
+
+    /// The name the file and the API use.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::State => "state",
+            Self::Finding => "finding",
+            Self::Published => "published",
+            Self::Whitelist => "whitelist",
+            Self::Service => "service",
+        }
+    }
+
+    /// The aspect named `label`.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_label() == label)
+    }
+}
+
+/// The values of the published aspect.
+pub const PUBLISHED: &str = "published";
+pub const NOT_PUBLISHED: &str = "not_published";
+/// The values of the whitelist aspect.
+pub const WHITELISTED: &str = "whitelisted";
+pub const NOT_WHITELISTED: &str = "not_whitelisted";
+pub const NO_WHITELIST: &str = "no_whitelist";
+/// The detail of the events of an address that left the audit because its target was removed
+/// from the configuration (no side of the service changed).
+pub const TARGET_REMOVED: &str = "its target was removed from the configuration: not audited any more";
 
 /// The value of a finding aspect when the address has no finding.
 pub const NO_FINDING: &str = "none";
@@ -41,6 +86,128 @@ pub struct Event {
     pub detail: String,
 }
 
+/// Everything one observation changed of one address: its events (one per aspect that changed),
+/// and whether the address was new to the audit. What a cause is attributed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub at: SystemTime,
+    pub target: String,
+    pub ip: IpAddr,
+    pub port: u16,
+    /// The address held no value before: it entered the audit (first seen, or seen again).
+    pub appeared: bool,
+    pub events: Vec<Arc<Event>>,
+}
+
+impl Change {
+    /// The event of `aspect`, if it changed.
+    pub fn event(&self, aspect: Aspect) -> Option<&Event> {
+        self.events.iter().map(AsRef::as_ref).find(|e| e.aspect == aspect)
+    }
+
+    /// `(from, to)` of `aspect` when it changed from one known value to another.
+    pub fn moved(&self, aspect: Aspect) -> Option<(&str, &str)> {
+        let event = self.event(aspect)?;
+        Some((event.from.as_deref()?, event.to.as_deref()?)).filter(|(from, to)| from != to)
+    }
+
+    /// The value `aspect` had before this change (`None`: unknown or the address was not audited).
+    pub fn before(&self, aspect: Aspect) -> Option<&str> {
+        self.event(aspect)?.from.as_deref()
+    }
+
+    /// The value `aspect` has after it.
+    pub fn after(&self, aspect: Aspect) -> Option<&str> {
+        self.event(aspect)?.to.as_deref()
+    }
+
+    /// The address left the audit with this change.
+    pub fn left(&self) -> bool {
+        !self.events.is_empty() && self.events.iter().all(|e| e.to.is_none())
+    }
+
+    /// Whether anything moved: the address came or went, or some aspect went from one value to
+    /// another. A value recorded for the first time on an address already audited (an aspect
+    /// this version added, the first SSH evidence) moves nothing.
+    pub fn moves(&self) -> bool {
+        self.appeared || self.left() || Aspect::ALL.into_iter().any(|a| self.moved(a).is_some())
+    }
+
+    /// Whether `event` belongs to this change: same address, same observation.
+    pub fn holds(&self, event: &Event) -> bool {
+        self.at == event.at && self.port == event.port && self.ip == event.ip && self.target == event.target
+    }
+}
+
+/// The side a change is attributed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// Nothing changed: the audit began watching the target and saw the address for the first time.
+    FirstSeen,
+    /// The vendor published a new address.
+    VendorAdded,
+    /// The address left every source of the vendor.
+    VendorRemoved,
+    /// Still published, our side unchanged, but the server refuses to speak SSH or speaks it
+    /// differently: another host key, software or algorithms.
+    VendorService,
+    /// A published address changed reachability while the published set and the whitelist
+    /// stood still: our firewall or path.
+    LocalPath,
+    /// The declared whitelist changed and the address gained or lost coverage.
+    LocalWhitelist,
+    /// The evidence does not decide (both sides changed around it, or nothing seen explains it).
+    Unknown,
+}
+
+impl Cause {
+    pub const ALL: [Self; 7] = [
+        Self::FirstSeen,
+        Self::VendorAdded,
+        Self::VendorRemoved,
+        Self::VendorService,
+        Self::LocalPath,
+        Self::LocalWhitelist,
+        Self::Unknown,
+    ];
+
+    /// The `cause` label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::FirstSeen => "first_seen",
+            Self::VendorAdded => "vendor_added",
+            Self::VendorRemoved => "vendor_removed",
+            Self::VendorService => "vendor_service",
+            Self::LocalPath => "local_path",
+            Self::LocalWhitelist => "local_whitelist",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// The cause named `label`.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_label() == label)
+    }
+}
+
+/// A cause and the evidence for it, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attribution {
+    pub cause: Cause,
+    pub why: String,
+}
+
+/// The cause of an address's last change, as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangeCause {
+    /// When the change was seen.
+    #[serde(with = "unix_seconds")]
+    pub at: SystemTime,
+    pub cause: Cause,
+    pub why: String,
+}
+
 /// The last change of an address, and since when its verdicts hold, as the report shows them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Since {
@@ -52,6 +219,9 @@ pub struct Since {
     pub finding: SystemTime,
     /// The most recent change of either.
     pub last_change: Arc<Event>,
+    /// The side the address's last change (of any aspect) is attributed to.
+    #[serde(rename = "change_cause", skip_serializing_if = "Option::is_none")]
+    pub cause: Option<ChangeCause>,
 }
 
 /// Which events a reader asks for: the `limit` most recent that match, oldest first.

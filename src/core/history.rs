@@ -11,14 +11,22 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::audit::{AddressReport, Report};
-pub use super::event::{Aspect, Event, NO_FINDING, Since};
+use super::cause::{Attribution, Context, Lag, Timeline};
+pub use super::event::{Aspect, Change, ChangeCause, Event, NO_FINDING, Since};
+use super::event::{NO_WHITELIST, NOT_PUBLISHED, NOT_WHITELISTED, PUBLISHED, TARGET_REMOVED, WHITELISTED};
 use super::outcome::ProbeState;
+use super::ssh::SshEvidence;
 
 /// What is known of one address: its current values and the events that set them.
 #[derive(Debug, Clone, Default)]
 struct Mark {
     state: Option<Arc<Event>>,
     finding: Option<Arc<Event>>,
+    published: Option<Arc<Event>>,
+    whitelist: Option<Arc<Event>>,
+    service: Option<Arc<Event>>,
+    /// The last change that moved something: what the address's cause is attributed from.
+    last: Option<Arc<Change>>,
     /// Whether the address was in a report this process observed: only then does its absence
     /// from a later report mean it left the audit (after a restart, DNS answers come back later).
     seen_here: bool,
@@ -31,19 +39,39 @@ impl Mark {
         match aspect {
             Aspect::State => &mut self.state,
             Aspect::Finding => &mut self.finding,
+            Aspect::Published => &mut self.published,
+            Aspect::Whitelist => &mut self.whitelist,
+            Aspect::Service => &mut self.service,
+        }
+    }
+
+    fn event(&self, aspect: Aspect) -> Option<&Arc<Event>> {
+        match aspect {
+            Aspect::State => self.state.as_ref(),
+            Aspect::Finding => self.finding.as_ref(),
+            Aspect::Published => self.published.as_ref(),
+            Aspect::Whitelist => self.whitelist.as_ref(),
+            Aspect::Service => self.service.as_ref(),
         }
     }
 
     fn current(&self, aspect: Aspect) -> Option<&str> {
-        match aspect {
-            Aspect::State => self.state.as_ref(),
-            Aspect::Finding => self.finding.as_ref(),
-        }
-        .and_then(|e| e.to.as_deref())
+        self.event(aspect).and_then(|e| e.to.as_deref())
     }
 
     fn holds_something(&self) -> bool {
-        self.current(Aspect::State).is_some() || self.current(Aspect::Finding).is_some()
+        Aspect::ALL.into_iter().any(|a| self.current(a).is_some())
+    }
+
+    /// Ends a change made of `events` (all of this address, at one time): remembers it as the
+    /// last one when it moved something.
+    fn close(&mut self, change: Change) -> Option<Arc<Change>> {
+        if !change.moves() {
+            return None;
+        }
+        let change = Arc::new(change);
+        self.last = Some(Arc::clone(&change));
+        Some(change)
     }
 }
 
@@ -57,6 +85,13 @@ pub struct History {
     marks: Marks,
     /// Shared with the snapshots: copied (pointers only) when an event arrives while one holds it.
     recent: Arc<VecDeque<Arc<Event>>>,
+    /// The most recent changes that moved something, bounded like `recent`.
+    changes: Arc<VecDeque<Arc<Change>>>,
+    /// When each target's first change was seen: the start of its audit, as far as the history
+    /// goes. What tells a first sighting at start from an address the vendor added later.
+    watching_since: HashMap<String, SystemTime>,
+    /// How late each target's changes are seen, for the attribution.
+    lags: HashMap<String, Lag>,
     keep: usize,
     /// Counts observations, to tell which marks the current one found.
     observation: u64,
@@ -68,6 +103,9 @@ impl History {
         Self {
             marks: HashMap::new(),
             recent: Arc::new(VecDeque::new()),
+            changes: Arc::new(VecDeque::new()),
+            watching_since: HashMap::new(),
+            lags: HashMap::new(),
             keep,
             observation: 0,
         }
@@ -87,17 +125,55 @@ impl History {
     /// Replays events read back from disk, oldest first: the marks they leave are where the
     /// next report is compared from.
     pub fn replay<E: Into<Arc<Event>>>(&mut self, events: impl IntoIterator<Item = E>) {
+        let mut open: Option<Change> = None;
         for event in events {
             let event: Arc<Event> = event.into();
-            let slot = self.mark_mut(&event.target, event.port, event.ip).slot(event.aspect);
-            // A line older than what is known (two files replayed out of order) changes nothing.
-            if slot.as_ref().is_some_and(|known| known.at > event.at) {
+            if open.as_ref().is_some_and(|change| !change.holds(&event)) {
+                self.close(open.take().expect("checked above"));
+            }
+            let mark = self.mark_mut(&event.target, event.port, event.ip);
+            let appeared = !mark.holds_something();
+            let slot = mark.slot(event.aspect);
+            // A line older than what is known (two files replayed out of order), or the same line
+            // again (a rotated file read before the one that carried it over), changes nothing.
+            if slot
+                .as_ref()
+                .is_some_and(|known| known.at > event.at || (known.at == event.at && known.to == event.to))
+            {
                 continue;
             }
             *slot = Some(Arc::clone(&event));
+            let change = open.get_or_insert_with(|| Change {
+                at: event.at,
+                target: event.target.clone(),
+                ip: event.ip,
+                port: event.port,
+                appeared,
+                events: Vec::new(),
+            });
+            change.events.push(Arc::clone(&event));
             self.remember(event);
         }
+        if let Some(change) = open {
+            self.close(change);
+        }
         self.prune();
+    }
+
+    /// Ends a change read back or observed: the address's last change, a recent change, and the
+    /// start of its target's audit when it is the first.
+    fn close(&mut self, change: Change) {
+        let first = self.watching_since.entry(change.target.clone()).or_insert(change.at);
+        *first = (*first).min(change.at);
+        let mark = self.mark_mut(&change.target, change.port, change.ip);
+        if let Some(change) = mark.close(change) {
+            self.remember_change(change);
+        }
+    }
+
+    /// Sets how late each target's changes are seen (from the configuration, at every load).
+    pub fn set_lags(&mut self, lags: HashMap<String, Lag>) {
+        self.lags = lags;
     }
 
     /// Compares `report` with what was seen before, returns the changes (oldest first, all at
@@ -108,12 +184,12 @@ impl History {
         self.observation += 1;
         let observation = self.observation;
         let mut events = Vec::new();
+        let mut closed = Vec::new();
         let mut settled: HashMap<&str, bool> = HashMap::new();
         for target in &mut report.targets {
             let all_up = target.sources.iter().all(|s| s.up == Some(true));
             for address in &mut target.addresses {
-                let seen = observed(address);
-                let Seen::Judged { state, finding } = seen else {
+                let Some(values) = observed(address) else {
                     // Not probed yet, or this host failed to probe it: still in the audit, but
                     // nothing is known that could change a verdict or say since when.
                     address.since = None;
@@ -129,9 +205,18 @@ impl History {
                 let mark = self.mark_mut(&address.target, address.port, address.ip);
                 mark.seen_here = true;
                 mark.seen_in = observation;
-                for (aspect, value) in [(Aspect::State, state), (Aspect::Finding, Some(finding))] {
+                let appeared = !mark.holds_something();
+                let mut change = Change {
+                    at,
+                    target: address.target.clone(),
+                    ip: address.ip,
+                    port: address.port,
+                    appeared,
+                    events: Vec::new(),
+                };
+                for (aspect, value) in values {
                     let Some(value) = value else { continue };
-                    if mark.current(aspect) == Some(value) {
+                    if mark.current(aspect) == Some(value.as_str()) {
                         continue;
                     }
                     let event = Arc::new(Event {
@@ -141,28 +226,68 @@ impl History {
                         port: address.port,
                         aspect,
                         from: mark.current(aspect).map(str::to_string),
-                        to: Some(value.to_string()),
-                        detail: match aspect {
-                            Aspect::State => address.probe.as_ref().map(|p| p.detail.clone()).unwrap_or_default(),
-                            Aspect::Finding => finding_detail(address),
-                        },
+                        to: Some(value),
+                        detail: detail(address, aspect),
                     });
                     *mark.slot(aspect) = Some(Arc::clone(&event));
+                    change.events.push(Arc::clone(&event));
                     events.push(event);
+                }
+                if !change.events.is_empty() {
+                    closed.extend(mark.close(change));
                 }
                 address.since = since(mark);
             }
             settled.insert(target.target.as_str(), ready && all_up);
         }
+        self.leave(&settled, ready, at, &mut events, &mut closed);
+        for change in &closed {
+            let first = self.watching_since.entry(change.target.clone()).or_insert(change.at);
+            *first = (*first).min(change.at);
+        }
+        if !events.is_empty() {
+            // An address that left the audit comes back, if ever, as seen for the first time.
+            self.prune();
+        }
+        for event in &events {
+            self.remember(Arc::clone(event));
+        }
+        for change in closed {
+            self.remember_change(change);
+        }
+        self.attribute(report);
+        events
+    }
+
+    /// Ends the audit of every address this observation did not find, where that absence means
+    /// it left (see [`History::observe`]).
+    fn leave(
+        &mut self,
+        settled: &HashMap<&str, bool>,
+        ready: bool,
+        at: SystemTime,
+        events: &mut Vec<Arc<Event>>,
+        closed: &mut Vec<Arc<Change>>,
+    ) {
+        let observation = self.observation;
         for (target, marks) in &mut self.marks {
             // A target no longer configured is settled: its addresses left with it.
-            let settled = settled.get(target.as_str()).copied().unwrap_or(ready);
+            let configured = settled.get(target.as_str()).copied();
+            let settled = configured.unwrap_or(ready);
             for (&(port, ip), mark) in marks.iter_mut() {
                 if mark.seen_in == observation || !(mark.seen_here || settled) {
                     continue;
                 }
                 mark.seen_here = false;
-                for aspect in [Aspect::State, Aspect::Finding] {
+                let mut change = Change {
+                    at,
+                    target: target.clone(),
+                    ip,
+                    port,
+                    appeared: false,
+                    events: Vec::new(),
+                };
+                for aspect in Aspect::ALL {
                     let Some(from) = mark.current(aspect).map(str::to_string) else {
                         continue;
                     };
@@ -174,21 +299,57 @@ impl History {
                         aspect,
                         from: Some(from),
                         to: None,
-                        detail: "no longer published nor declared: not audited any more".to_string(),
+                        detail: if configured.is_some() {
+                            "no longer published nor declared: not audited any more"
+                        } else {
+                            TARGET_REMOVED
+                        }
+                        .to_string(),
                     });
                     *mark.slot(aspect) = Some(Arc::clone(&event));
+                    change.events.push(Arc::clone(&event));
                     events.push(event);
+                }
+                if !change.events.is_empty() {
+                    closed.extend(mark.close(change));
                 }
             }
         }
-        if !events.is_empty() {
-            // An address that left the audit comes back, if ever, as seen for the first time.
-            self.prune();
+    }
+
+    /// The recent changes and what attributes them, as the snapshot carries them.
+    pub fn timeline(&self) -> Timeline {
+        Timeline {
+            changes: Arc::clone(&self.changes),
+            context: Arc::new(self.context()),
         }
-        for event in &events {
-            self.remember(Arc::clone(event));
+    }
+
+    fn context(&self) -> Context {
+        Context::new(self.changes.iter().map(AsRef::as_ref), &self.watching_since, &self.lags)
+    }
+
+    /// Writes the cause of each address's last change into the report.
+    fn attribute(&self, report: &mut Report) {
+        let context = self.context();
+        for target in &mut report.targets {
+            let Some(marks) = self.marks.get(target.target.as_str()) else {
+                continue;
+            };
+            for address in &mut target.addresses {
+                let (Some(since), Some(mark)) = (address.since.as_mut(), marks.get(&(address.port, address.ip))) else {
+                    continue;
+                };
+                since.cause = mark.last.as_ref().map(|change| {
+                    let Attribution { cause, why } = context.attribute(change);
+                    ChangeCause {
+                        at: change.at,
+                        cause,
+                        why,
+                    }
+                });
+            }
         }
-        events
     }
 
     fn prune(&mut self) {
@@ -210,13 +371,24 @@ impl History {
             .marks
             .values()
             .flat_map(HashMap::values)
-            .flat_map(|mark| mark.state.iter().chain(mark.finding.iter()))
+            .flat_map(|mark| Aspect::ALL.into_iter().filter_map(|aspect| mark.event(aspect)))
             .filter(|event| event.to.is_some())
             .cloned()
             .collect();
         events
             .sort_by(|a, b| (a.at, &a.target, a.port, a.ip, a.aspect).cmp(&(b.at, &b.target, b.port, b.ip, b.aspect)));
         events
+    }
+
+    fn remember_change(&mut self, change: Arc<Change>) {
+        if self.keep == 0 {
+            return;
+        }
+        let changes = Arc::make_mut(&mut self.changes);
+        if changes.len() == self.keep {
+            changes.pop_front();
+        }
+        changes.push_back(change);
     }
 
     fn remember(&mut self, event: Arc<Event>) {
@@ -231,27 +403,58 @@ impl History {
     }
 }
 
-/// What a report says of one address, for the history.
-enum Seen {
-    /// Nothing to compare yet: not probed since start (just published, or the daemon just
-    /// started), or this host failed to make the probe (a local fault is never a verdict).
-    Unknown,
-    /// A verdict: the probe's state (`None` for a bogus address, never probed) and the finding.
-    Judged {
-        state: Option<&'static str>,
-        finding: &'static str,
-    },
+/// What a report says of one address, for the history: each aspect's value (`None`: nothing
+/// to say of it, such as the state of a bogus address, never probed). `None` as a whole when
+/// nothing is known that could change a verdict: not probed since start (just published, or the
+/// daemon just started), or this host failed to make the probe (a local fault is never a verdict).
+fn observed(address: &AddressReport) -> Option<[(Aspect, Option<String>); 5]> {
+    let state = match (&address.probe, address.bogus) {
+        (Some(probe), _) if probe.state.is_verdict() => Some(probe.state.as_label()),
+        (None, Some(_)) => None,
+        _ => return None,
+    };
+    let finding = address.finding.map_or(NO_FINDING, |f| f.as_label());
+    let published = if address.published { PUBLISHED } else { NOT_PUBLISHED };
+    let whitelist = match address.whitelisted {
+        Some(true) => WHITELISTED,
+        Some(false) => NOT_WHITELISTED,
+        None => NO_WHITELIST,
+    };
+    let service = address
+        .probe
+        .as_ref()
+        .and_then(|p| p.evidence_as::<SshEvidence>())
+        .and_then(SshEvidence::presents);
+    Some([
+        (Aspect::State, state.map(str::to_string)),
+        (Aspect::Finding, Some(finding.to_string())),
+        (Aspect::Published, Some(published.to_string())),
+        (Aspect::Whitelist, Some(whitelist.to_string())),
+        (Aspect::Service, service),
+    ])
 }
 
-fn observed(address: &AddressReport) -> Seen {
-    let finding = address.finding.map_or(NO_FINDING, |f| f.as_label());
-    match (&address.probe, address.bogus) {
-        (Some(probe), _) if probe.state.is_verdict() => Seen::Judged {
-            state: Some(probe.state.as_label()),
-            finding,
-        },
-        (None, Some(_)) => Seen::Judged { state: None, finding },
-        _ => Seen::Unknown,
+fn detail(address: &AddressReport, aspect: Aspect) -> String {
+    match aspect {
+        Aspect::State => address.probe.as_ref().map(|p| p.detail.clone()).unwrap_or_default(),
+        Aspect::Finding => finding_detail(address),
+        Aspect::Published if address.published_by.is_empty() => "no source publishes it".to_string(),
+        Aspect::Published => format!(
+            "published by {}",
+            address
+                .published_by
+                .iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<&str>>()
+                .join(", ")
+        ),
+        Aspect::Whitelist => String::new(),
+        Aspect::Service => address
+            .probe
+            .as_ref()
+            .and_then(|p| p.evidence.as_ref())
+            .map(|e| e.summary())
+            .unwrap_or_default(),
     }
 }
 
@@ -274,6 +477,7 @@ fn since(mark: &Mark) -> Option<Since> {
         state: state.map_or(last_change.at, |e| e.at),
         finding: finding.map_or(last_change.at, |e| e.at),
         last_change,
+        cause: None,
     })
 }
 
@@ -284,6 +488,7 @@ mod tests {
 
     use super::*;
     use crate::config;
+    use crate::core::event::Cause;
     use crate::core::outcome::{Attempt, ProbeResult, ProbeState};
     use crate::core::state::{State, TargetId};
 
@@ -318,6 +523,7 @@ mod tests {
     fn changes(events: &[Event]) -> Vec<(String, Aspect, Option<&str>, Option<&str>)> {
         events
             .iter()
+            .filter(|e| matches!(e.aspect, Aspect::State | Aspect::Finding))
             .map(|e| (e.ip.to_string(), e.aspect, e.from.as_deref(), e.to.as_deref()))
             .collect()
     }
@@ -496,6 +702,40 @@ mod tests {
     }
 
     #[test]
+    fn one_observation_of_one_address_is_one_change_attributed_in_the_report_and_again_after_replay() {
+        let mut history = History::new(100);
+        let mut state = state(&["192.0.2.1", "192.0.2.2"]);
+        probe(&mut state, "192.0.2.1", ProbeState::Open);
+        probe(&mut state, "192.0.2.2", ProbeState::Open);
+        let (report, events) = observe(&mut history, &state, 10);
+        assert_eq!(events.len(), 8);
+        assert_eq!(history.changes.len(), 2);
+        let cause = since_of(&report, "192.0.2.1").unwrap().cause.unwrap();
+        assert_eq!((cause.at, cause.cause), (at(10), Cause::FirstSeen));
+        probe(&mut state, "192.0.2.1", ProbeState::Timeout);
+        let (report, events) = observe(&mut history, &state, 5000);
+        assert_eq!(events.len(), 2, "state and finding, published and whitelist unchanged");
+        let cause = since_of(&report, "192.0.2.1").unwrap().cause.unwrap();
+        assert_eq!((cause.at, cause.cause), (at(5000), Cause::LocalPath), "{}", cause.why);
+        assert_eq!(
+            since_of(&report, "192.0.2.2").unwrap().cause.unwrap().cause,
+            Cause::FirstSeen
+        );
+
+        let mut replayed = History::new(100);
+        let all: Vec<Arc<Event>> = history.recent().iter().cloned().collect();
+        // A rotated file read before the one that carried its events over: no change twice.
+        replayed.replay(all.iter().cloned().chain(history.current_events()));
+        assert_eq!(replayed.changes.len(), 3);
+        let timeline = replayed.timeline();
+        let entries = timeline.select(&crate::core::event::EventQuery::default(), None, true);
+        let causes: Vec<Cause> = entries.iter().map(|e| e.attribution.cause).collect();
+        assert_eq!(causes, [Cause::FirstSeen, Cause::FirstSeen, Cause::LocalPath]);
+        let without_first = timeline.select(&crate::core::event::EventQuery::default(), None, false);
+        assert_eq!(without_first.len(), 1);
+    }
+
+    #[test]
     fn current_events_hold_every_address_once_per_aspect_and_recent_is_bounded() {
         let mut history = History::new(3);
         let mut state = state(&["192.0.2.1", "192.0.2.2"]);
@@ -511,7 +751,8 @@ mod tests {
         assert_eq!(history.recent().len(), 3);
         assert_eq!(history.recent().back().unwrap().at, at(30));
         let current = history.current_events();
-        assert_eq!(current.len(), 4, "{current:?}");
+        // State, finding, published and whitelist of each.
+        assert_eq!(current.len(), 8, "{current:?}");
         let mut replayed = History::new(10);
         replayed.replay(current);
         let (report, events) = observe(&mut replayed, &state, 40);

@@ -4,6 +4,7 @@
 //! `config` and `prefix`. `tests/architecture.rs` holds the rule.
 
 pub mod audit;
+pub mod cause;
 pub mod dns_book;
 pub mod event;
 pub mod finding;

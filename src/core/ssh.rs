@@ -71,6 +71,38 @@ pub struct SshEvidence {
     pub host_key_note: Option<String>,
 }
 
+impl SshEvidence {
+    /// What the server presents, in one value the history compares: its host key, software and
+    /// a digest of its algorithm lists. `None` without a proved key: a key exchange cut short
+    /// says nothing about the server changing.
+    pub fn presents(&self) -> Option<String> {
+        use sha2::Digest;
+        use std::fmt::Write as _;
+        let key = self.host_key.as_ref()?;
+        let algorithms = self.algorithms.as_deref()?;
+        let mut digest = sha2::Sha256::new();
+        for list in [
+            &algorithms.kex,
+            &algorithms.host_key,
+            &algorithms.ciphers_client_to_server,
+            &algorithms.ciphers_server_to_client,
+            &algorithms.macs_client_to_server,
+            &algorithms.macs_server_to_client,
+        ] {
+            digest.update(list.join(","));
+            digest.update(b"\n");
+        }
+        let digest = digest.finalize()[..4].iter().fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
+        Some(format!(
+            "{} {} {} algorithms:{digest}",
+            key.key_type, key.fingerprint, self.identification.software
+        ))
+    }
+}
+
 impl Evidence for SshEvidence {
     fn summary(&self) -> String {
         let id = &self.identification;

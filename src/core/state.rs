@@ -292,6 +292,8 @@ pub struct Snapshot {
     pub taken_at: SystemTime,
     /// The most recent changes of addresses, oldest first (the publisher fills it in).
     pub history: Arc<VecDeque<Arc<Event>>>,
+    /// The most recent changes, attributed when read (the publisher fills it in).
+    pub timeline: crate::core::cause::Timeline,
     /// The configuration's `global.broad_entry_prefix`: the change request sends additions
     /// broader than it to review.
     pub broad_entry_prefix: BroadEntryPrefix,
@@ -308,6 +310,7 @@ impl Snapshot {
             status: DaemonStatus::default(),
             taken_at: SystemTime::UNIX_EPOCH,
             history: Arc::default(),
+            timeline: crate::core::cause::Timeline::default(),
             broad_entry_prefix: BroadEntryPrefix::default(),
         }
     }
@@ -907,6 +910,7 @@ impl State {
             status: self.status,
             taken_at: SystemTime::now(),
             history: Arc::default(),
+            timeline: crate::core::cause::Timeline::default(),
             broad_entry_prefix: self.config.global.broad_entry_prefix,
         }
     }

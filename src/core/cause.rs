@@ -1,0 +1,570 @@
+//! Who changed what: each change of an address is attributed to the side that changed (the
+//! vendor's published set or service, or our path or whitelist) by what else changed around it.
+//! Pure: the history hands over its changes, the views render the attributions.
+//!
+//! The rule of the house is to never guess: a change is given to one side only when that side's
+//! evidence is in the change itself (a published or whitelist aspect moved, the host key changed)
+//! or when the other side provably stood still around it; otherwise the cause is `unknown`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::event::{Aspect, Change, EventQuery, NOT_PUBLISHED, PUBLISHED, TARGET_REMOVED, WHITELISTED};
+pub use super::event::{Attribution, Cause};
+use crate::config::Config;
+
+/// How late each side's changes of one target reach the audit, so changes that happened
+/// together but were seen apart still count as together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    /// Two changes seen within this of each other may have happened at the same moment: an
+    /// address is probed once per interval, a list fetched once per refresh.
+    pub window: Duration,
+    /// How much earlier a removal really happened than it was seen: DNS answers are kept for
+    /// `dns_retention` after the last answer that had the address.
+    pub removal: Duration,
+}
+
+impl Default for Lag {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(120),
+            removal: Duration::ZERO,
+        }
+    }
+}
+
+/// Every configured target's [`Lag`].
+pub fn lags(config: &Config) -> HashMap<String, Lag> {
+    config
+        .targets
+        .iter()
+        .map(|target| {
+            let refresh = target.published.iter().map(|p| p.refresh).max().unwrap_or_default();
+            let lag = Lag {
+                window: config.global.interval * 2 + refresh,
+                removal: if target.host.is_some() {
+                    target.dns_retention
+                } else {
+                    Duration::ZERO
+                },
+            };
+            (target.name.clone(), lag)
+        })
+        .collect()
+}
+
+/// What a change shows by itself, before anything around it is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Own {
+    /// Seen for the first time while the audit of its target was starting.
+    Baseline,
+    TargetRemoved,
+    /// A published aspect moved: the vendor's set changed (cause, why).
+    Vendor(Cause, String),
+    Service(String),
+    Whitelist(String),
+    /// Only the probe's state moved, between reachability states.
+    Path,
+    /// Evidence of both sides in one change.
+    Both(String),
+    Nothing,
+}
+
+fn published(value: &str) -> Option<bool> {
+    match value {
+        PUBLISHED => Some(true),
+        NOT_PUBLISHED => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether the address was (`before`) or is published, from the published aspect, or for a
+/// history written before that aspect existed, from the finding (`stale` = not published).
+fn was_published(change: &Change, before: bool) -> Option<bool> {
+    let value = |aspect| {
+        if before {
+            change.before(aspect)
+        } else {
+            change.after(aspect)
+        }
+    };
+    match value(Aspect::Published) {
+        Some(v) => published(v),
+        None => value(Aspect::Finding).map(|f| f != "stale"),
+    }
+}
+
+const REACHABILITY: [&str; 4] = ["open", "refused", "timeout", "unreachable"];
+
+fn own(change: &Change, watching_since: Option<SystemTime>, lag: Lag) -> Own {
+    if change.left() {
+        if change.events.iter().any(|e| e.detail == TARGET_REMOVED) {
+            return Own::TargetRemoved;
+        }
+        let covered = change.before(Aspect::Whitelist) == Some(WHITELISTED);
+        return match was_published(change, true) {
+            Some(false) => Own::Whitelist("its whitelist entry was removed (no source published it)".into()),
+            Some(true) if covered => Own::Both("it left every source and the whitelist at once".into()),
+            Some(true) => Own::Vendor(Cause::VendorRemoved, "no source publishes it any more".into()),
+            None => Own::Nothing,
+        };
+    }
+    if change.appeared {
+        if watching_since.is_some_and(|since| change.at <= since + lag.window) {
+            return Own::Baseline;
+        }
+        let by = change
+            .event(Aspect::Published)
+            .map(|e| e.detail.as_str())
+            .unwrap_or_default();
+        return match was_published(change, false) {
+            Some(true) => Own::Vendor(Cause::VendorAdded, format!("newly published ({by})")),
+            Some(false) => Own::Whitelist("a new whitelist entry declares it (no source publishes it)".into()),
+            None => Own::Nothing,
+        };
+    }
+    let finding = change.moved(Aspect::Finding);
+    let vendor = change.moved(Aspect::Published).is_some()
+        || (change.before(Aspect::Published).is_none()
+            && finding.is_some_and(|(from, to)| (from == "stale") != (to == "stale")));
+    let coverage = change.moved(Aspect::Whitelist).is_some()
+        || (change.before(Aspect::Whitelist).is_none()
+            && finding.is_some_and(|pair| {
+                matches!(
+                    pair,
+                    ("none", "undeclared") | ("undeclared", "none") | ("blocked", "missing") | ("missing", "blocked")
+                )
+            }));
+    let state = change.moved(Aspect::State);
+    let service_moved = change.moved(Aspect::Service);
+    let not_ssh = state.filter(|(from, to)| *from == "protocol_error" || *to == "protocol_error");
+    let path = state.is_some_and(|(from, to)| REACHABILITY.contains(&from) && REACHABILITY.contains(&to));
+    let service = service_moved.is_some() || not_ssh.is_some();
+    if (vendor || service) && (coverage || path) {
+        return Own::Both(format!(
+            "{} and {} changed in the same observation",
+            if vendor { "the published set" } else { "the service" },
+            if coverage { "the whitelist" } else { "our path" }
+        ));
+    }
+    if coverage {
+        let (from, to) = change.moved(Aspect::Whitelist).unwrap_or(("?", "?"));
+        return Own::Whitelist(format!("the declared whitelist changed: {from} -> {to}"));
+    }
+    if vendor {
+        return match was_published(change, false) {
+            Some(false) => Own::Vendor(Cause::VendorRemoved, "no source publishes it any more".into()),
+            _ => Own::Vendor(Cause::VendorAdded, "published again".into()),
+        };
+    }
+    if let Some((from, to)) = service_moved {
+        return Own::Service(format!("the server presents something else: {from} -> {to}"));
+    }
+    if let Some((from, to)) = not_ssh {
+        return Own::Service(format!("the server's answer changed: {from} -> {to} (not SSH)"));
+    }
+    if path { Own::Path } else { Own::Nothing }
+}
+
+/// One target's side of the story: when the audit began watching it, and when its published
+/// set changed.
+#[derive(Debug, Clone, Default)]
+struct Sides {
+    watching_since: Option<SystemTime>,
+    /// Times the published set changed, oldest first.
+    vendor: Vec<SystemTime>,
+    lag: Lag,
+}
+
+/// What happened on each side of each target, to attribute changes against.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    targets: HashMap<String, Sides>,
+}
+
+impl Context {
+    /// The context `changes` (oldest first) make, for targets first watched at
+    /// `watching_since`, seen with `lags`.
+    pub fn new<'a>(
+        changes: impl IntoIterator<Item = &'a Change>,
+        watching_since: &HashMap<String, SystemTime>,
+        lags: &HashMap<String, Lag>,
+    ) -> Self {
+        let mut targets: HashMap<String, Sides> = HashMap::new();
+        for (target, since) in watching_since {
+            targets.entry(target.clone()).or_default().watching_since = Some(*since);
+        }
+        for (target, lag) in lags {
+            targets.entry(target.clone()).or_default().lag = *lag;
+        }
+        for change in changes {
+            let Some(sides) = targets.get_mut(change.target.as_str()) else {
+                continue;
+            };
+            let vendor = match own(change, sides.watching_since, sides.lag) {
+                Own::Vendor(..) => true,
+                Own::Both(_) => !change.left() || was_published(change, true) == Some(true),
+                _ => false,
+            };
+            if vendor {
+                sides.vendor.push(change.at);
+            }
+        }
+        Self { targets }
+    }
+
+    /// The cause of `change`, with its evidence.
+    pub fn attribute(&self, change: &Change) -> Attribution {
+        let sides = self.targets.get(change.target.as_str()).cloned().unwrap_or_default();
+        let attribution = |cause, why: String| Attribution { cause, why };
+        match own(change, sides.watching_since, sides.lag) {
+            Own::Baseline => attribution(
+                Cause::FirstSeen,
+                format!(
+                    "first seen when the audit of {} began{}",
+                    change.target,
+                    sides
+                        .watching_since
+                        .map(|t| format!(" ({})", clock(t)))
+                        .unwrap_or_default()
+                ),
+            ),
+            Own::TargetRemoved => attribution(Cause::Unknown, TARGET_REMOVED.to_string()),
+            Own::Vendor(cause, why) => attribution(cause, why),
+            Own::Service(why) => attribution(Cause::VendorService, format!("{why}; still published")),
+            Own::Whitelist(why) => attribution(Cause::LocalWhitelist, why),
+            Own::Both(why) => attribution(Cause::Unknown, format!("{why}: both sides moved")),
+            Own::Nothing => attribution(Cause::Unknown, "nothing this audit sees explains it".into()),
+            Own::Path => {
+                // A removal seen now may have happened up to `removal` earlier.
+                let near = sides.vendor.iter().copied().find(|&t| {
+                    let earliest = change
+                        .at
+                        .checked_sub(sides.lag.window)
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
+                    t >= earliest && t <= change.at + sides.lag.window + sides.lag.removal
+                });
+                if let Some(t) = near {
+                    return attribution(
+                        Cause::Unknown,
+                        format!(
+                            "the published set of {} changed at {}, within {} of it: either side",
+                            change.target,
+                            clock(t),
+                            humantime::format_duration(sides.lag.window)
+                        ),
+                    );
+                }
+                let unchanged_since = sides.vendor.iter().copied().filter(|&t| t < change.at).max();
+                let since = match (unchanged_since, sides.watching_since) {
+                    (Some(t), _) => format!("published set unchanged since {}", clock(t)),
+                    (None, Some(t)) => format!("published set unchanged since the audit began ({})", clock(t)),
+                    (None, None) => "published set unchanged as far as the history goes".to_string(),
+                };
+                attribution(Cause::LocalPath, format!("{since}, whitelist coverage unchanged"))
+            }
+        }
+    }
+}
+
+fn clock(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// The recent changes and what to attribute them against, as a snapshot carries them: cheap to
+/// clone, attributed when read.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub changes: Arc<VecDeque<Arc<Change>>>,
+    pub context: Arc<Context>,
+}
+
+/// One line of a timeline.
+#[derive(Debug, Clone)]
+pub struct Entry<'a> {
+    pub change: &'a Change,
+    pub attribution: Attribution,
+}
+
+impl Timeline {
+    /// The `query.limit` most recent changes that match `query` (and `cause`), oldest first;
+    /// first sightings only when `with_first_seen`.
+    pub fn select(&self, query: &EventQuery, cause: Option<Cause>, with_first_seen: bool) -> Vec<Entry<'_>> {
+        let mut selected: Vec<Entry<'_>> = self
+            .changes
+            .iter()
+            .rev()
+            .filter(|c| query.since.is_none_or(|since| c.at >= since))
+            .filter(|c| query.target.as_deref().is_none_or(|t| c.target == t))
+            .filter(|c| query.ip.is_none_or(|ip| c.ip == ip))
+            .filter(|c| c.moves())
+            .filter(|c| query.aspect.is_none_or(|a| c.event(a).is_some()))
+            .map(|c| Entry {
+                change: c,
+                attribution: self.context.attribute(c),
+            })
+            .filter(|e| cause.is_none_or(|cause| e.attribution.cause == cause))
+            .filter(|e| with_first_seen || cause.is_some() || e.attribution.cause != Cause::FirstSeen)
+            .take(query.limit)
+            .collect();
+        selected.reverse();
+        selected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::core::event::{Event, NO_FINDING, NOT_WHITELISTED};
+
+    const WINDOW: Duration = Duration::from_secs(120);
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+    }
+
+    /// A change of 192.0.2.`host` at `seconds`, from `(aspect, from, to)` triples.
+    fn change(seconds: u64, host: u8, appeared: bool, moves: &[(Aspect, Option<&str>, Option<&str>)]) -> Change {
+        let ip = IpAddr::from([192, 0, 2, host]);
+        Change {
+            at: at(seconds),
+            target: "vendor".into(),
+            ip,
+            port: 22,
+            appeared,
+            events: moves
+                .iter()
+                .map(|&(aspect, from, to)| {
+                    Arc::new(Event {
+                        at: at(seconds),
+                        target: "vendor".into(),
+                        ip,
+                        port: 22,
+                        aspect,
+                        from: from.map(str::to_string),
+                        to: to.map(str::to_string),
+                        detail: if aspect == Aspect::Published {
+                            "dns".into()
+                        } else {
+                            String::new()
+                        },
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn appeared(seconds: u64, host: u8, state: &str, finding: &str, whitelist: &str) -> Change {
+        change(
+            seconds,
+            host,
+            true,
+            &[
+                (Aspect::State, None, Some(state)),
+                (Aspect::Finding, None, Some(finding)),
+                (Aspect::Published, None, Some(PUBLISHED)),
+                (Aspect::Whitelist, None, Some(whitelist)),
+            ],
+        )
+    }
+
+    fn context(changes: &[Change]) -> Context {
+        let watching = HashMap::from([("vendor".to_string(), at(0))]);
+        let lags = HashMap::from([(
+            "vendor".to_string(),
+            Lag {
+                window: WINDOW,
+                removal: Duration::ZERO,
+            },
+        )]);
+        Context::new(changes, &watching, &lags)
+    }
+
+    fn causes(changes: &[Change]) -> Vec<Cause> {
+        let context = context(changes);
+        changes.iter().map(|c| context.attribute(c).cause).collect()
+    }
+
+    fn broke(seconds: u64, host: u8, to: &str) -> Change {
+        change(
+            seconds,
+            host,
+            false,
+            &[
+                (Aspect::State, Some("open"), Some(to)),
+                (Aspect::Finding, Some(NO_FINDING), Some("blocked")),
+            ],
+        )
+    }
+
+    #[test]
+    fn each_side_alone_is_named_and_first_sightings_are_not_changes() {
+        let changes = [
+            appeared(0, 1, "open", NO_FINDING, WHITELISTED),
+            appeared(30, 2, "open", NO_FINDING, WHITELISTED),
+            // An hour later the vendor publishes a third address, not whitelisted.
+            appeared(3600, 3, "timeout", "missing", NOT_WHITELISTED),
+            // Two hours later a rule on our side drops the first.
+            broke(7200, 1, "timeout"),
+            // The whitelist is edited: the third gains coverage.
+            change(
+                10_800,
+                3,
+                false,
+                &[
+                    (Aspect::Finding, Some("missing"), Some("blocked")),
+                    (Aspect::Whitelist, Some(NOT_WHITELISTED), Some(WHITELISTED)),
+                ],
+            ),
+            // The second presents another host key.
+            change(
+                14_400,
+                2,
+                false,
+                &[(
+                    Aspect::Service,
+                    Some("ssh-ed25519 SHA256:a"),
+                    Some("ssh-ed25519 SHA256:b"),
+                )],
+            ),
+            // The vendor stops publishing the second: its entry is stale.
+            change(
+                18_000,
+                2,
+                false,
+                &[
+                    (Aspect::Finding, Some(NO_FINDING), Some("stale")),
+                    (Aspect::Published, Some(PUBLISHED), Some(NOT_PUBLISHED)),
+                ],
+            ),
+        ];
+        assert_eq!(
+            causes(&changes),
+            [
+                Cause::FirstSeen,
+                Cause::FirstSeen,
+                Cause::VendorAdded,
+                Cause::LocalPath,
+                Cause::LocalWhitelist,
+                Cause::VendorService,
+                Cause::VendorRemoved,
+            ]
+        );
+        let why = context(&changes).attribute(&changes[3]).why;
+        assert!(
+            why.contains("published set unchanged since 2023-11-14T23:13:20Z"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_path_change_near_a_change_of_the_published_set_is_unknown_either_way_round() {
+        // The vendor adds an address a minute before, or a minute after, the drop is seen.
+        let before = [
+            appeared(3600, 3, "open", "undeclared", NOT_WHITELISTED),
+            broke(3660, 1, "timeout"),
+        ];
+        assert_eq!(causes(&before), [Cause::VendorAdded, Cause::Unknown]);
+        let after = [
+            broke(3600, 1, "refused"),
+            appeared(3660, 3, "open", "undeclared", NOT_WHITELISTED),
+        ];
+        assert_eq!(causes(&after), [Cause::Unknown, Cause::VendorAdded]);
+        let why = context(&after).attribute(&after[0]).why;
+        assert!(why.contains("either side"), "{why}");
+        // Outside the window each is its own side's.
+        let apart = [
+            appeared(3600, 3, "open", "undeclared", NOT_WHITELISTED),
+            broke(3600 + 121, 1, "timeout"),
+        ];
+        assert_eq!(causes(&apart), [Cause::VendorAdded, Cause::LocalPath]);
+    }
+
+    #[test]
+    fn a_dns_removal_reaches_back_by_the_retention() {
+        let removed = change(
+            7200,
+            2,
+            false,
+            &[
+                (Aspect::Finding, Some(NO_FINDING), Some("stale")),
+                (Aspect::Published, Some(PUBLISHED), Some(NOT_PUBLISHED)),
+            ],
+        );
+        let changes = [broke(4000, 1, "timeout"), removed];
+        let watching = HashMap::from([("vendor".to_string(), at(0))]);
+        let lag = |removal| {
+            HashMap::from([(
+                "vendor".to_string(),
+                Lag {
+                    window: WINDOW,
+                    removal,
+                },
+            )])
+        };
+        let retained = Context::new(&changes, &watching, &lag(Duration::from_secs(3600)));
+        assert_eq!(retained.attribute(&changes[0]).cause, Cause::Unknown);
+        let listed = Context::new(&changes, &watching, &lag(Duration::ZERO));
+        assert_eq!(listed.attribute(&changes[0]).cause, Cause::LocalPath);
+    }
+
+    #[test]
+    fn both_sides_in_one_change_and_leaving_are_told_apart() {
+        let both = change(
+            3600,
+            1,
+            false,
+            &[
+                (Aspect::State, Some("open"), Some("timeout")),
+                (Aspect::Published, Some(PUBLISHED), Some(NOT_PUBLISHED)),
+            ],
+        );
+        let left_uncovered = change(
+            3600,
+            2,
+            false,
+            &[
+                (Aspect::Finding, Some("undeclared"), None),
+                (Aspect::Published, Some(PUBLISHED), None),
+                (Aspect::Whitelist, Some(NOT_WHITELISTED), None),
+            ],
+        );
+        let entry_removed = change(
+            3600,
+            3,
+            false,
+            &[
+                (Aspect::Finding, Some("stale"), None),
+                (Aspect::Published, Some(NOT_PUBLISHED), None),
+                (Aspect::Whitelist, Some(WHITELISTED), None),
+            ],
+        );
+        let mut with_target = change(3600, 4, false, &[(Aspect::State, Some("open"), None)]);
+        Arc::make_mut(&mut with_target.events[0]).detail = TARGET_REMOVED.into();
+        assert_eq!(
+            causes(&[both, left_uncovered, entry_removed, with_target]),
+            [
+                Cause::Unknown,
+                Cause::VendorRemoved,
+                Cause::LocalWhitelist,
+                Cause::Unknown
+            ]
+        );
+    }
+
+    #[test]
+    fn a_history_written_before_the_published_aspect_is_read_from_its_findings() {
+        let stale = change(3600, 1, false, &[(Aspect::Finding, Some(NO_FINDING), Some("stale"))]);
+        let covered = change(3600, 2, false, &[(Aspect::Finding, Some("missing"), Some("blocked"))]);
+        // The first observation after the upgrade records the new aspects from nothing: no move.
+        let recorded = change(3600, 3, false, &[(Aspect::Published, None, Some(PUBLISHED))]);
+        assert_eq!(
+            causes(&[stale, covered, recorded]),
+            [Cause::VendorRemoved, Cause::LocalWhitelist, Cause::Unknown]
+        );
+    }
+}
