@@ -1,7 +1,7 @@
 //! What a client feels: the chance that a client connecting to a target by name succeeds within a
 //! number of attempts. A per-address state answers the firewall team ("which address is
 //! blocked?"); this answers the people whose transfers fail ("how often?"), and it is what turns
-//! "2 of 6 addresses blocked" into "1 connection in 27 still fails after three retries".
+//! "2 of 6 addresses blocked" into "1 connection in 27 still fails after three attempts".
 //!
 //! The model: a client takes one of the addresses the name resolves to, each equally likely (a
 //! rotating DNS answer spreads clients that way), and every attempt picks again, independently.
@@ -18,7 +18,9 @@ use super::ssh::SshProblem;
 
 /// The SSH problems after which a client's connection fails even though the port is open: it
 /// cannot agree on algorithms, or it refuses a host key that is not the pinned one. `weak_only`
-/// still connects, and `host_key_changed` fails only the clients that knew the old key.
+/// still connects, and `host_key_changed` fails only the clients that knew the old key. Either
+/// problem is set when any one configured client fails, so with several clients an address works
+/// only when it works for all of them.
 pub const FAILING_PROBLEMS: [SshProblem; 2] = [SshProblem::NoCommonAlgorithm, SshProblem::HostKeyMismatch];
 
 /// The chance that a client succeeds within `attempts` connections.
