@@ -54,6 +54,7 @@ fn inputs() -> (Config, BTreeSet<IpNet>) {
         dns_retention: std::time::Duration::ZERO,
         static_addresses: BTreeSet::new(),
         allow_local_addresses: false,
+        client_attempts: whitelist_audit::config::defaults::CLIENT_ATTEMPTS,
         published: Vec::new(),
         whitelist_source: Some(0),
         ssh: whitelist_audit::config::ssh::SshPolicy::default(),

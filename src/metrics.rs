@@ -202,6 +202,10 @@ label_set!(
     SshProblemLabels { target: &'a str, ip: Ip, port: u16, problem: &'static str }
 );
 label_set!(
+    /// A target's client odds within a number of attempts.
+    AttemptsLabels { target: &'a str, attempts: u32 }
+);
+label_set!(
     /// A target, alone.
     TargetLabels { target: &'a str }
 );
@@ -665,6 +669,20 @@ fn encode_targets(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
             let variants = t.ssh_variants?;
             Some((TargetLabels { target: &t.target }, variants as f64))
         }),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_target_client_success_ratio",
+        "Chance that a client connecting to the target by name succeeds within `attempts` connections (1 and the target's client_attempts); absent when no address it would pick has a verdict.",
+        report.targets.iter().flat_map(|t| {
+            t.client_success.iter().map(|odds| {
+                let labels = AttemptsLabels {
+                    target: &t.target,
+                    attempts: odds.attempts,
+                };
+                (labels, odds.ratio)
+            })
+        }),
     )
 }
 
@@ -874,6 +892,9 @@ mod tests {
             "whitelist_audit_probe_errors_total{target=\"pool\",reason=\"no_local_address\"} 0",
             "whitelist_audit_source_up{target=\"pool\",source=\"static\"} 1.0",
             "whitelist_audit_published_changes_total{target=\"pool\",change=\"added\"} 2",
+            // The address in error is no candidate: the one left is open.
+            "whitelist_audit_target_client_success_ratio{target=\"pool\",attempts=\"1\"} 1.0",
+            "whitelist_audit_target_client_success_ratio{target=\"pool\",attempts=\"3\"} 1.0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }

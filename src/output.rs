@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::config::whitelist::EntryUsage;
 use crate::core::audit::{AddressReport, Counts, PrefixReport, Report};
 use crate::core::cause::Entry;
+use crate::core::client_odds::ClientSuccess;
 use crate::core::dns_book::Family;
 use crate::core::event::{Aspect, Cause, Change, NO_FINDING};
 use crate::core::finding::{Finding, FindingCounts};
@@ -35,6 +36,8 @@ pub struct JsonTarget<'a> {
     pub prefixes: &'a [PrefixReport],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_variants: Option<usize>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub client_success: &'a [ClientSuccess],
 }
 
 /// Totals over every target.
@@ -207,6 +210,7 @@ pub fn json_view<'a>(report: &'a Report, filter: &AddressFilter) -> JsonReport<'
                 counts: &t.counts,
                 prefixes: &t.prefixes,
                 ssh_variants: t.ssh_variants,
+                client_success: &t.client_success,
             })
             .collect(),
         whitelist_entries: &report.whitelist_entries,
@@ -423,6 +427,36 @@ fn session_lines(report: &Report, out: &mut String) {
     }
 }
 
+/// A line per target with the odds of a client connecting by name: what the people whose
+/// transfers fail feel, which the per-address rows leave to arithmetic.
+fn client_lines(report: &Report, out: &mut String) {
+    let percent = |odds: &ClientSuccess| format!("{:.1} %", odds.ratio * 100.0);
+    let plural = |n: u32| if n == 1 { "" } else { "s" };
+    for target in &report.targets {
+        let Some(last) = target.client_success.last() else {
+            continue;
+        };
+        let _ = write!(
+            out,
+            "client: {}: a client with {} attempt{} succeeds in {} of connections",
+            target.target,
+            last.attempts,
+            plural(last.attempts),
+            percent(last)
+        );
+        if let [first, _, ..] = target.client_success.as_slice() {
+            let _ = write!(
+                out,
+                " ({} attempt{}: {})",
+                first.attempts,
+                plural(first.attempts),
+                percent(first)
+            );
+        }
+        out.push('\n');
+    }
+}
+
 fn ssh_evidence(address: &AddressReport) -> Option<&SshEvidence> {
     address.probe.as_ref()?.evidence_as::<SshEvidence>()
 }
@@ -492,6 +526,7 @@ pub fn table(report: &Report) -> String {
     warnings(report, &mut out);
     ssh_lines(report, &mut out);
     session_lines(report, &mut out);
+    client_lines(report, &mut out);
     let s = Summary::of(report);
     // What to do, once per kind of finding present: the table says where, this says what.
     for (finding, count) in s.findings.iter().filter(|(_, n)| *n > 0) {
@@ -654,3 +689,37 @@ host key, software or algorithms, or not SSH). **local_path**: a published addre
 the published set and the whitelist stood still (our firewall or path). **local_whitelist**: the declared \
 whitelist changed and the address gained or lost coverage. **unknown**: both sides changed within the time the \
 audit needs to see a change, or nothing seen explains it; never a guess.";
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use crate::config;
+    use crate::core::outcome::{Attempt, LocalFault, ProbeResult, ProbeState};
+    use crate::core::state::{State, TargetId};
+
+    #[test]
+    fn the_table_tells_a_clients_odds_per_target_and_only_when_known() {
+        let yaml = "targets:\n  - {name: pool, check: tcp, client_attempts: 1, static: [192.0.2.1, 192.0.2.2]}\n  - {name: unknown, check: tcp, static: [192.0.2.9]}\n";
+        let raw = config::parse_yaml(Path::new("o.yml"), yaml).unwrap();
+        let mut state = State::new(Arc::new(config::build(Path::new("o.yml"), &raw).unwrap()));
+        let now = SystemTime::now();
+        let ended = |s| ProbeResult::from_attempt(Attempt::ended(s, Duration::from_millis(1), "lab"), 1, now);
+        state.record_probe(TargetId(0), "192.0.2.1".parse().unwrap(), ended(ProbeState::Open));
+        state.record_probe(TargetId(0), "192.0.2.2".parse().unwrap(), ended(ProbeState::Timeout));
+        let fault = Attempt::fault(LocalFault::FdExhausted, Duration::ZERO, "EMFILE");
+        state.record_probe(
+            TargetId(1),
+            "192.0.2.9".parse().unwrap(),
+            ProbeResult::from_attempt(fault, 1, now),
+        );
+        let table = super::table(&state.report());
+        let lines: Vec<&str> = table.lines().filter(|l| l.starts_with("client: ")).collect();
+        assert_eq!(
+            lines,
+            ["client: pool: a client with 1 attempt succeeds in 50.0 % of connections"],
+            "{table}"
+        );
+    }
+}

@@ -141,6 +141,10 @@ const INVALID: &[(&str, &str)] = &[
         "2:20: global.history_max_mib: invalid size in MiB 4096: write a whole number from 1 to 1024 (the history is read whole at start)",
     ),
     (
+        "client-attempts-too-many.yml",
+        "4:22: targets[0].client_attempts: invalid count 11: write a whole number from 1 to 10 (the odds are quoted for the retries real clients make)",
+    ),
+    (
         "too-many-attempts.yml",
         "2:13: global.attempts: invalid count 11: write a whole number from 1 to 10 (more attempts only add connections to an address that is down)",
     ),
@@ -154,7 +158,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "unknown-target-key.yml",
-        "3:5: targets[0].hostname: unknown field `hostname`, expected one of name, host, port, check, resolvers, address_families, dns_queries, dns_retention, static, whitelist, published, allow_local_addresses, ssh",
+        "3:5: targets[0].hostname: unknown field `hostname`, expected one of name, host, port, check, resolvers, address_families, dns_queries, dns_retention, static, whitelist, published, allow_local_addresses, client_attempts, ssh",
     ),
     (
         "wrong-type.yml",
@@ -497,6 +501,7 @@ fn shipped_example_parses_with_the_documented_values() {
         vec![ResolverSpec::Server("192.0.2.53:53".parse().unwrap())]
     );
     assert_eq!(sftp.dns_retention, Duration::from_secs(3600));
+    assert_eq!(sftp.client_attempts, config::defaults::CLIENT_ATTEMPTS);
     assert!(sftp.static_addresses.contains(&ip("198.51.100.7")));
     assert!(!sftp.allow_local_addresses);
 

@@ -53,6 +53,32 @@ fn hosts_file(without: &[&str]) -> String {
         })
 }
 
+/// The chance that a client picking uniformly among `candidates` addresses, `working` of them
+/// working, succeeds within `attempts`: the daemon's formula, computed the same way.
+#[allow(clippy::cast_precision_loss)]
+fn within(working: usize, candidates: usize, attempts: i32) -> f64 {
+    1.0 - (1.0 - working as f64 / candidates as f64).powi(attempts)
+}
+
+/// `whitelist_audit_target_client_success_ratio` holds the formula's value for 1 and 3 attempts
+/// (the default `client_attempts`), and no other series.
+fn assert_client_odds(m: &Scrape, working: usize, candidates: usize) {
+    for attempts in [1, 3] {
+        assert_eq!(
+            m.get(
+                "whitelist_audit_target_client_success_ratio",
+                &[("target", "vendor-sftp"), ("attempts", &attempts.to_string())]
+            ),
+            Some(within(working, candidates, attempts)),
+            "{working} of {candidates} working, {attempts} attempt(s)"
+        );
+    }
+    let series =
+        m.0.keys()
+            .filter(|k| k.starts_with("whitelist_audit_target_client_success_ratio{"));
+    assert_eq!(series.count(), 2);
+}
+
 fn rule<'a>(dest: &'a str, action: &[&'a str]) -> Vec<&'a str> {
     [&["-d", dest, "-p", "tcp", "--dport", "22"][..], action].concat()
 }
@@ -198,10 +224,26 @@ fn check_reports_every_address(lab: &Lab) {
             .any(|e| e["entry"] == "203.0.113.0/24" && e["unused"] == true)
     );
 
+    // A client resolving the name picks one of the 9 addresses DNS returns (not the static one):
+    // 192.0.2.1, 192.0.2.6 and 2001:db8:2::1 are open, 6 are not.
+    let odds: Vec<(u64, f64)> = report["targets"][0]["client_success"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no client_success: {}", report["targets"]))
+        .iter()
+        .map(|o| (o["attempts"].as_u64().unwrap(), o["ratio"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(odds, [(1, within(3, 9, 1)), (3, within(3, 9, 3))]);
+
     // The table says the same, in words.
     let out = lab.audit(&["check", "--config.file", check_config.to_str().unwrap()]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("no SYN-ACK within 1s 500ms"), "{table}");
+    assert!(
+        table.contains(
+            "client: vendor-sftp: a client with 3 attempts succeeds in 70.4 % of connections (1 attempt: 33.3 %)\n"
+        ),
+        "{table}"
+    );
     assert!(table.lines().last().unwrap().starts_with("summary: 11 addresses of 1 target: 3 open, 8 not open; findings: 9 (6 blocked, 1 missing, 1 undeclared, 1 stale)"), "{table}");
 }
 
@@ -281,6 +323,7 @@ fn serve_exports_every_address(lab: &mut Lab) {
         Some(1.0)
     );
     assert_eq!(m.get("whitelist_audit_target_addresses", &[("set", "up")]), Some(3.0));
+    assert_client_odds(&m, 3, 9);
     assert_eq!(
         m.get("whitelist_audit_whitelist_entry_unused", &[("entry", "203.0.113.0/24")]),
         Some(1.0)
@@ -316,6 +359,8 @@ fn removed_address_loses_its_series(lab: &Lab, dnsmasq: u32) {
         Some(1.0),
         "the others stay"
     );
+    // Clients no longer get the open 192.0.2.6: 2 of the 8 addresses DNS returns work.
+    assert_client_odds(&m, 2, 8);
 }
 
 /// DNS goes away: the source says so, and the last good set stays in force.

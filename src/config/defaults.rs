@@ -9,6 +9,11 @@ pub const INTERVAL: Duration = Duration::from_secs(60);
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts before an address counts as failed.
 pub const ATTEMPTS: u32 = 3;
+/// Attempts a client connecting by name makes (`targets[].client_attempts`): the vendor's advice
+/// is "three retries", and it is what the odds a client feels are quoted for.
+pub const CLIENT_ATTEMPTS: u32 = 3;
+/// Most `targets[].client_attempts`.
+pub const CLIENT_ATTEMPTS_MAX: u32 = 10;
 /// Pause between two attempts at one address.
 pub const RETRY_DELAY: Duration = Duration::from_secs(10);
 /// Probes in flight, across all targets.

@@ -178,6 +178,8 @@ pub struct Target {
     /// Whether loopback addresses from DNS or lists are probed (a tunnel, a lab) rather than
     /// reported as `bogus_address`.
     pub allow_local_addresses: bool,
+    /// Attempts a client connecting by name makes: what the odds it succeeds are quoted for.
+    pub client_attempts: u32,
     /// The vendor's published lists.
     pub published: Vec<PublishedSource>,
     /// Which `whitelist:` this target is audited against (its own, or `global.whitelist`), the
@@ -1023,6 +1025,7 @@ fn build_target(
         dns_retention: t.dns_retention.map_or(defaults::DNS_RETENTION, |d| d.0),
         static_addresses,
         allow_local_addresses,
+        client_attempts: t.client_attempts.map_or(defaults::CLIENT_ATTEMPTS, |n| n.0),
         published,
         whitelist_source: None,
         ssh: ssh::build(file, key, t.check.unwrap_or(CheckKind::Ssh), t.ssh.as_ref())?,

@@ -61,6 +61,7 @@ pub struct RawTarget {
     pub whitelist: Option<Spanned<RawWhitelistRef>>,
     pub published: Option<Vec<Spanned<RawPublished>>>,
     pub allow_local_addresses: Option<bool>,
+    pub client_attempts: Option<ClientAttempts>,
     pub ssh: Option<Spanned<RawSsh>>,
 }
 
@@ -435,6 +436,23 @@ impl<'de> Deserialize<'de> for Attempts {
             min: 1,
             max: u64::from(defaults::ATTEMPTS_MAX),
             above: Some("more attempts only add connections to an address that is down"),
+        };
+        let value = whole_number(deserializer, bounds)?;
+        Ok(Self(u32::try_from(value).expect("bounded above")))
+    }
+}
+
+/// `targets[].client_attempts`: the attempts a client connecting by name makes before it gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAttempts(pub u32);
+
+impl<'de> Deserialize<'de> for ClientAttempts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bounds = Bounds {
+            what: "count",
+            min: 1,
+            max: u64::from(defaults::CLIENT_ATTEMPTS_MAX),
+            above: Some("the odds are quoted for the retries real clients make"),
         };
         let value = whole_number(deserializer, bounds)?;
         Ok(Self(u32::try_from(value).expect("bounded above")))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use super::client_odds::{self, ClientSuccess};
 use super::event::Since;
 use super::finding::{Finding, FindingCounts, classify};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
@@ -54,6 +55,19 @@ pub struct AddressReport {
     /// (`None` until it was observed once, and in `check` without a daemon's state directory).
     #[serde(flatten)]
     pub since: Option<Since>,
+}
+
+impl AddressReport {
+    /// What a client's odds need to know of this address.
+    fn odds_view(&self) -> client_odds::Address<'_> {
+        client_odds::Address {
+            published: self.published,
+            published_by: &self.published_by,
+            bogus_source: self.bogus.map(|b| b.source),
+            state: self.probe.as_ref().map(|p| p.state),
+            ssh_problems: self.ssh.as_ref().map_or(&[], |s| &s.problems),
+        }
+    }
 }
 
 /// Address counts of one target, by set.
@@ -113,6 +127,10 @@ pub struct TargetReport {
     /// addresses show; more than one is an inconsistent pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_variants: Option<usize>,
+    /// The chance that a client connecting by name succeeds within 1 and within
+    /// `client_attempts` attempts; empty when no address a client would pick has a verdict.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_success: Vec<ClientSuccess>,
 }
 
 /// The whole audit at one moment.
@@ -280,6 +298,10 @@ fn evaluate_target(
         target: target.name.clone(),
         port: target.port,
         ssh_variants,
+        client_success: client_odds::of_target(
+            &addresses.iter().map(AddressReport::odds_view).collect::<Vec<_>>(),
+            target.client_attempts,
+        ),
         sources,
         addresses,
         prefixes,

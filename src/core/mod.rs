@@ -1,10 +1,12 @@
 //! The functional core: plain data and pure functions, no I/O. Probe outcomes, findings, source
-//! health, the DNS retention book, list acceptance, the audit and the state with its snapshot.
+//! health, the DNS retention book, list acceptance, the audit, a client's odds of connecting by
+//! name, and the state with its snapshot.
 //! The shell (`probe`, `discovery`, `app`, `http`, `metrics`) imports this; this imports only
 //! `config` and `prefix`. `tests/architecture.rs` holds the rule.
 
 pub mod audit;
 pub mod cause;
+pub mod client_odds;
 pub mod dns_book;
 pub mod event;
 pub mod finding;
