@@ -143,7 +143,7 @@ impl Shared {
         let mut snapshot = copy.snapshot();
         {
             let mut history = lock(&self.history);
-            history.set_lags(crate::core::cause::lags(&copy.config));
+            history.set_lags(&crate::core::cause::lags(&copy.config));
             let events = history.observe(&mut snapshot.report, snapshot.taken_at, snapshot.status.ready);
             if let Some(log) = lock(&self.history_log).as_mut() {
                 log.append(&events, &history);

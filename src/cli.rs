@@ -406,6 +406,9 @@ async fn audit_once(args: &AuditArgs) -> Result<Arc<crate::core::state::Snapshot
         {
             address.since = None;
         }
+        if address.change_cause.as_ref().is_some_and(|c| c.at >= started) {
+            address.change_cause = None;
+        }
     }
     let daemons: std::collections::VecDeque<_> = snapshot
         .timeline
@@ -492,17 +495,6 @@ fn report(args: &ReportArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    if let Some(target) = args
-        .target
-        .as_deref()
-        .filter(|t| !config.targets.iter().any(|c| c.name == *t))
-    {
-        eprintln!(
-            "error: --target `{target}`: no such target in {}",
-            args.config_file.display()
-        );
-        return ExitCode::from(EXIT_BAD_INPUT);
-    }
     let state_dir = &config.global.state_dir;
     let back = match crate::history_log::read_all(state_dir) {
         Ok(back) => back,
@@ -525,9 +517,22 @@ fn report(args: &ReportArgs) -> ExitCode {
         );
     }
     let mut history = History::new(usize::MAX);
-    history.set_lags(crate::core::cause::lags(&config));
+    history.set_lags(&crate::core::cause::lags(&config));
     history.replay(back.events);
     let timeline = history.timeline();
+    // A target renamed or removed since still has its story in the history.
+    if let Some(target) = args
+        .target
+        .as_deref()
+        .filter(|t| !config.targets.iter().any(|c| c.name == *t) && !timeline.changes.iter().any(|c| c.target == *t))
+    {
+        eprintln!(
+            "error: --target `{target}`: neither in {} nor in the history in {}",
+            args.config_file.display(),
+            state_dir.display()
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let query = EventQuery {
         since: Some(since),
         target: args.target.clone(),

@@ -249,6 +249,8 @@ mod tests {
             from: from.map(str::to_string),
             to: Some(to.to_string()),
             detail: "x".repeat(100),
+            first_sweep: false,
+            sources_failing: false,
         }
     }
 

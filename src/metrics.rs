@@ -318,7 +318,7 @@ fn encode_change_causes(addresses: &[&AddressReport], e: &mut DescriptorEncoder)
         "whitelist_audit_ip_change_cause_info",
         "The side the address's last change is attributed to (first_seen, vendor_added, vendor_removed, vendor_service, local_path, local_whitelist, unknown); the value is when the change was seen, in Unix seconds.",
         addresses.iter().filter_map(|a| {
-            let cause = a.since.as_ref()?.cause.as_ref()?;
+            let cause = a.change_cause.as_ref()?;
             let labels = CauseLabels {
                 target: &a.target,
                 ip: Ip(a.ip),

@@ -286,8 +286,8 @@ fn address_row(address: &AddressReport, now: SystemTime) -> AddressRow {
             .map_or_else(String::new, |s| unix(s.state).to_string()),
         last_change: address.since.as_ref().map_or_else(String::new, |s| {
             let e = &s.last_change;
-            let cause = s
-                .cause
+            let cause = address
+                .change_cause
                 .as_ref()
                 .map(|c| format!(" ({})", c.cause.as_label()))
                 .unwrap_or_default();

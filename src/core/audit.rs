@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::client_odds::{self, ClientSuccess};
-use super::event::Since;
+use super::event::{ChangeCause, Since};
 use super::finding::{Finding, FindingCounts, classify};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
 use super::session::SessionReport;
@@ -55,6 +55,10 @@ pub struct AddressReport {
     /// (`None` until it was observed once, and in `check` without a daemon's state directory).
     #[serde(flatten)]
     pub since: Option<Since>,
+    /// The side the address's last change is attributed to (kept while the address is in
+    /// `error` or not probed again yet: the change it names still stands).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_cause: Option<ChangeCause>,
 }
 
 impl AddressReport {
@@ -203,6 +207,26 @@ fn pick(names: &[Arc<str>], indices: Option<&Vec<usize>>) -> Vec<Arc<str>> {
         .collect()
 }
 
+/// An address a source returned that is never a vendor's: reported, never probed.
+fn bogus_report(target: &Target, ip: IpAddr, bogus: Bogus) -> AddressReport {
+    AddressReport {
+        target: target.name.clone(),
+        ip,
+        port: target.port,
+        // Returned by a source, but never part of the published set.
+        published: false,
+        whitelisted: None,
+        probe: None,
+        finding: Some(Finding::BogusAddress),
+        bogus: Some(bogus),
+        ssh: None,
+        session: None,
+        published_by: Vec::new(),
+        since: None,
+        change_cause: None,
+    }
+}
+
 fn evaluate_target(
     target: &Target,
     coverage: &PrefixIndex,
@@ -239,9 +263,8 @@ fn evaluate_target(
                 published,
                 whitelisted,
                 ssh: input.ssh.get(&ip).cloned(),
-                // Shown while the address is open only: a session verdict about an address that
-                // is now down (and cannot be checked again) would outlive its truth. Scheduled but
-                // not finished yet: nothing to show.
+                // Shown while the address is open only: a verdict about an address now down would
+                // outlive its truth (it cannot be checked again). Not finished yet: nothing to show.
                 session: input
                     .sessions
                     .get(&ip)
@@ -253,23 +276,10 @@ fn evaluate_target(
                 bogus: None,
                 published_by: pick(&names, input.published_by.addresses.get(&ip)),
                 since: None,
+                change_cause: None,
             }
         })
-        .chain(input.bogus.iter().map(|(&ip, &bogus)| AddressReport {
-            target: target.name.clone(),
-            ip,
-            port: target.port,
-            // Returned by a source, but never part of the published set.
-            published: false,
-            whitelisted: None,
-            probe: None,
-            finding: Some(Finding::BogusAddress),
-            bogus: Some(bogus),
-            ssh: None,
-            session: None,
-            published_by: Vec::new(),
-            since: None,
-        }))
+        .chain(input.bogus.iter().map(|(&ip, &bogus)| bogus_report(target, ip, bogus)))
         .collect();
     counts.findings[Finding::BogusAddress] += input.bogus.len();
     let prefixes = input

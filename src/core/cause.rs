@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::event::{Aspect, Change, EventQuery, NOT_PUBLISHED, PUBLISHED, TARGET_REMOVED, WHITELISTED};
+use super::event::{Aspect, Change, EventQuery, NOT_PUBLISHED, PORT_CHANGED, PUBLISHED, TARGET_REMOVED, WHITELISTED};
 pub use super::event::{Attribution, Cause};
 use crate::config::Config;
 
@@ -60,16 +60,31 @@ pub fn lags(config: &Config) -> HashMap<String, Lag> {
 enum Own {
     /// Seen for the first time while the audit of its target was starting.
     Baseline,
-    TargetRemoved,
+    /// Our configuration changed what is audited (a target or a static address removed or
+    /// added, another port): no side of the service changed.
+    Config(String),
     /// A published aspect moved: the vendor's set changed (cause, why).
     Vendor(Cause, String),
     Service(String),
     Whitelist(String),
-    /// Only the probe's state moved, between reachability states.
-    Path,
+    /// The probe's state moved between open and a failure.
+    Path(PathMove),
     /// Evidence of both sides in one change.
     Both(String),
-    Nothing,
+    /// Nothing seen decides (the why says what was seen).
+    Undecided(String),
+}
+
+/// What a move of reachability needs for `local_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PathMove {
+    /// Published, and whitelisted (or no whitelist declared): the vendor says it should answer
+    /// and we say it may.
+    expected_open: bool,
+    /// A source of the target was failing: the published set was not known.
+    sources_failing: bool,
+    /// A reset, which our firewall or the server itself may have sent.
+    reset: bool,
 }
 
 fn published(value: &str) -> Option<bool> {
@@ -96,24 +111,56 @@ fn was_published(change: &Change, before: bool) -> Option<bool> {
     }
 }
 
-const REACHABILITY: [&str; 4] = ["open", "refused", "timeout", "unreachable"];
+/// Whether `static:` in our configuration is the only source that publishes (or published) it.
+fn static_only(change: &Change) -> bool {
+    change
+        .event(Aspect::Published)
+        .is_some_and(|e| e.detail == "published by static")
+}
 
-fn own(change: &Change, watching_since: Option<SystemTime>, lag: Lag) -> Own {
+const FAILURES: [&str; 3] = ["refused", "timeout", "unreachable"];
+
+/// Whether this change moved the published set of its target: `Some(true)` a removal,
+/// `Some(false)` an addition.
+fn published_change(change: &Change) -> Option<bool> {
+    match own(change) {
+        Own::Vendor(cause, _) => Some(cause == Cause::VendorRemoved),
+        Own::Both(_) => {
+            let (before, after) = (was_published(change, true), was_published(change, false));
+            (before != after && !change.appeared).then_some(after != Some(true))
+        }
+        _ => None,
+    }
+}
+
+fn own(change: &Change) -> Own {
     if change.left() {
-        if change.events.iter().any(|e| e.detail == TARGET_REMOVED) {
-            return Own::TargetRemoved;
+        if let Some(event) = change
+            .events
+            .iter()
+            .find(|e| e.detail == TARGET_REMOVED || e.detail == PORT_CHANGED)
+        {
+            return Own::Config(event.detail.clone());
+        }
+        if static_only(change) {
+            return Own::Config("a static address removed from the configuration".into());
         }
         let covered = change.before(Aspect::Whitelist) == Some(WHITELISTED);
         return match was_published(change, true) {
             Some(false) => Own::Whitelist("its whitelist entry was removed (no source published it)".into()),
             Some(true) if covered => Own::Both("it left every source and the whitelist at once".into()),
             Some(true) => Own::Vendor(Cause::VendorRemoved, "no source publishes it any more".into()),
-            None => Own::Nothing,
+            None => Own::Undecided("it left the audit, and what it was before is not recorded".into()),
         };
     }
     if change.appeared {
-        if watching_since.is_some_and(|since| change.at <= since + lag.window) {
+        // A history written before the published aspect existed has no way to tell: its first
+        // sightings are taken as the start of the audit.
+        if change.events.iter().any(|e| e.first_sweep) || change.event(Aspect::Published).is_none() {
             return Own::Baseline;
+        }
+        if static_only(change) {
+            return Own::Config("a static address added to the configuration".into());
         }
         let by = change
             .event(Aspect::Published)
@@ -122,9 +169,14 @@ fn own(change: &Change, watching_since: Option<SystemTime>, lag: Lag) -> Own {
         return match was_published(change, false) {
             Some(true) => Own::Vendor(Cause::VendorAdded, format!("newly published ({by})")),
             Some(false) => Own::Whitelist("a new whitelist entry declares it (no source publishes it)".into()),
-            None => Own::Nothing,
+            None => Own::Undecided("it entered the audit, and how is not recorded".into()),
         };
     }
+    moved(change)
+}
+
+/// What a change of an address already audited shows.
+fn moved(change: &Change) -> Own {
     let finding = change.moved(Aspect::Finding);
     let vendor = change.moved(Aspect::Published).is_some()
         || (change.before(Aspect::Published).is_none()
@@ -140,13 +192,17 @@ fn own(change: &Change, watching_since: Option<SystemTime>, lag: Lag) -> Own {
     let state = change.moved(Aspect::State);
     let service_moved = change.moved(Aspect::Service);
     let not_ssh = state.filter(|(from, to)| *from == "protocol_error" || *to == "protocol_error");
-    let path = state.is_some_and(|(from, to)| REACHABILITY.contains(&from) && REACHABILITY.contains(&to));
-    let service = service_moved.is_some() || not_ssh.is_some();
-    if (vendor || service) && (coverage || path) {
+    // Between open and not-SSH only the server's answer moved; between not-SSH and a failure,
+    // reachability moved too, and either side may have done it.
+    let answer_moved = not_ssh.is_some_and(|(from, to)| from == "open" || to == "open");
+    let path = state
+        .filter(|(from, to)| (*from == "open" && FAILURES.contains(to)) || (FAILURES.contains(from) && *to == "open"));
+    let service = service_moved.is_some() || answer_moved;
+    if (vendor || service) && (coverage || path.is_some()) {
         return Own::Both(format!(
             "{} and {} changed in the same observation",
-            if vendor { "the published set" } else { "the service" },
-            if coverage { "the whitelist" } else { "our path" }
+            if vendor { "the published set" } else { "the server" },
+            if coverage { "the whitelist" } else { "the reachability" }
         ));
     }
     if coverage {
@@ -159,13 +215,37 @@ fn own(change: &Change, watching_since: Option<SystemTime>, lag: Lag) -> Own {
             _ => Own::Vendor(Cause::VendorAdded, "published again".into()),
         };
     }
+    let still = if was_published(change, false) == Some(true) {
+        "; still published, our side unchanged"
+    } else {
+        "; our side unchanged"
+    };
     if let Some((from, to)) = service_moved {
-        return Own::Service(format!("the server presents something else: {from} -> {to}"));
+        return Own::Service(format!("the server presents something else: {from} -> {to}{still}"));
     }
     if let Some((from, to)) = not_ssh {
-        return Own::Service(format!("the server's answer changed: {from} -> {to} (not SSH)"));
+        return if answer_moved {
+            Own::Service(format!("the server's answer changed: {from} -> {to} (not SSH){still}"))
+        } else {
+            Own::Undecided(format!(
+                "{from} -> {to}: reachability and the answer both moved, the path or the server"
+            ))
+        };
     }
-    if path { Own::Path } else { Own::Nothing }
+    if let Some((from, to)) = path {
+        // A move between open and a failure always moves the finding, and `none` or `blocked`
+        // is exactly published and covered (or no whitelist declared); a stale address's
+        // finding stays `stale`, so it has no finding event at all.
+        return Own::Path(PathMove {
+            expected_open: matches!(change.after(Aspect::Finding), Some("none" | "blocked")),
+            sources_failing: change.events.iter().any(|e| e.sources_failing),
+            reset: from == "refused" || to == "refused",
+        });
+    }
+    match state {
+        Some((from, to)) => Own::Undecided(format!("it fails another way now ({from} -> {to}): either side")),
+        None => Own::Undecided("nothing this audit sees explains it".into()),
+    }
 }
 
 /// One target's side of the story: when the audit began watching it, and when its published
@@ -173,53 +253,72 @@ fn own(change: &Change, watching_since: Option<SystemTime>, lag: Lag) -> Own {
 #[derive(Debug, Clone, Default)]
 struct Sides {
     watching_since: Option<SystemTime>,
-    /// Times the published set changed, oldest first.
-    vendor: Vec<SystemTime>,
+    /// Times the published set changed (and whether by a removal), oldest first, the most
+    /// recent [`VENDOR_TIMES_KEPT`].
+    vendor: VecDeque<(SystemTime, bool)>,
     lag: Lag,
 }
 
-/// What happened on each side of each target, to attribute changes against.
+/// Changes of one target's published set remembered: far more than any window holds.
+const VENDOR_TIMES_KEPT: usize = 10_000;
+
+/// What happened on each side of each target, to attribute changes against. Kept by the history
+/// as changes arrive (not rebuilt from the recent ones), so an attribution never changes because
+/// older changes were forgotten.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
     targets: HashMap<String, Sides>,
 }
 
 impl Context {
-    /// The context `changes` (oldest first) make, for targets first watched at
-    /// `watching_since`, seen with `lags`.
-    pub fn new<'a>(
-        changes: impl IntoIterator<Item = &'a Change>,
-        watching_since: &HashMap<String, SystemTime>,
-        lags: &HashMap<String, Lag>,
-    ) -> Self {
-        let mut targets: HashMap<String, Sides> = HashMap::new();
-        for (target, since) in watching_since {
-            targets.entry(target.clone()).or_default().watching_since = Some(*since);
-        }
-        for (target, lag) in lags {
-            targets.entry(target.clone()).or_default().lag = *lag;
-        }
+    /// The context `changes` (oldest first) make, seen with `lags`.
+    pub fn new<'a>(changes: impl IntoIterator<Item = &'a Change>, lags: &HashMap<String, Lag>) -> Self {
+        let mut context = Self::default();
+        context.set_lags(lags);
         for change in changes {
-            let Some(sides) = targets.get_mut(change.target.as_str()) else {
-                continue;
-            };
-            let vendor = match own(change, sides.watching_since, sides.lag) {
-                Own::Vendor(..) => true,
-                Own::Both(_) => !change.left() || was_published(change, true) == Some(true),
-                _ => false,
-            };
-            if vendor {
-                sides.vendor.push(change.at);
+            context.note(change);
+        }
+        context
+    }
+
+    /// Sets how late each target's changes are seen.
+    pub fn set_lags(&mut self, lags: &HashMap<String, Lag>) {
+        for (target, lag) in lags {
+            let sides = self.targets.entry(target.clone()).or_default();
+            if sides.lag != *lag {
+                sides.lag = *lag;
             }
         }
-        Self { targets }
+    }
+
+    /// The lag of `target`.
+    pub fn lag(&self, target: &str) -> Lag {
+        self.targets.get(target).map(|s| s.lag).unwrap_or_default()
+    }
+
+    /// Takes `change` into account.
+    pub fn note(&mut self, change: &Change) {
+        let sides = self.targets.entry(change.target.clone()).or_default();
+        sides.watching_since = Some(sides.watching_since.map_or(change.at, |t| t.min(change.at)));
+        if let Some(removal) = published_change(change) {
+            let entry = (change.at, removal);
+            // Changes arrive oldest first; a history replayed from two files may repeat older ones.
+            let at = sides.vendor.partition_point(|&known| known <= entry);
+            if at == 0 || sides.vendor[at - 1] != entry {
+                sides.vendor.insert(at, entry);
+            }
+            if sides.vendor.len() > VENDOR_TIMES_KEPT {
+                sides.vendor.pop_front();
+            }
+        }
     }
 
     /// The cause of `change`, with its evidence.
     pub fn attribute(&self, change: &Change) -> Attribution {
-        let sides = self.targets.get(change.target.as_str()).cloned().unwrap_or_default();
+        let unknown_target = Sides::default();
+        let sides = self.targets.get(change.target.as_str()).unwrap_or(&unknown_target);
         let attribution = |cause, why: String| Attribution { cause, why };
-        match own(change, sides.watching_since, sides.lag) {
+        match own(change) {
             Own::Baseline => attribution(
                 Cause::FirstSeen,
                 format!(
@@ -231,41 +330,68 @@ impl Context {
                         .unwrap_or_default()
                 ),
             ),
-            Own::TargetRemoved => attribution(Cause::Unknown, TARGET_REMOVED.to_string()),
+            Own::Config(why) => attribution(Cause::Unknown, format!("our configuration changed: {why}")),
             Own::Vendor(cause, why) => attribution(cause, why),
-            Own::Service(why) => attribution(Cause::VendorService, format!("{why}; still published")),
+            Own::Service(why) => attribution(Cause::VendorService, why),
             Own::Whitelist(why) => attribution(Cause::LocalWhitelist, why),
             Own::Both(why) => attribution(Cause::Unknown, format!("{why}: both sides moved")),
-            Own::Nothing => attribution(Cause::Unknown, "nothing this audit sees explains it".into()),
-            Own::Path => {
-                // A removal seen now may have happened up to `removal` earlier.
-                let near = sides.vendor.iter().copied().find(|&t| {
-                    let earliest = change
-                        .at
-                        .checked_sub(sides.lag.window)
-                        .unwrap_or(SystemTime::UNIX_EPOCH);
-                    t >= earliest && t <= change.at + sides.lag.window + sides.lag.removal
-                });
-                if let Some(t) = near {
-                    return attribution(
-                        Cause::Unknown,
-                        format!(
-                            "the published set of {} changed at {}, within {} of it: either side",
-                            change.target,
-                            clock(t),
-                            humantime::format_duration(sides.lag.window)
-                        ),
-                    );
-                }
-                let unchanged_since = sides.vendor.iter().copied().filter(|&t| t < change.at).max();
-                let since = match (unchanged_since, sides.watching_since) {
-                    (Some(t), _) => format!("published set unchanged since {}", clock(t)),
-                    (None, Some(t)) => format!("published set unchanged since the audit began ({})", clock(t)),
-                    (None, None) => "published set unchanged as far as the history goes".to_string(),
-                };
-                attribution(Cause::LocalPath, format!("{since}, whitelist coverage unchanged"))
-            }
+            Own::Undecided(why) => attribution(Cause::Unknown, why),
+            Own::Path(path) => path_attribution(change, sides, path),
         }
+    }
+}
+
+fn path_attribution(change: &Change, sides: &Sides, path: PathMove) -> Attribution {
+    let unknown = |why: String| Attribution {
+        cause: Cause::Unknown,
+        why,
+    };
+    if !path.expected_open {
+        return unknown(
+            "not both published and whitelisted: nothing says it should answer from here, either side may have moved"
+                .into(),
+        );
+    }
+    if path.sources_failing {
+        return unknown(format!(
+            "a source of {} was failing: what the vendor publishes now is not known",
+            change.target
+        ));
+    }
+    let lag = sides.lag;
+    // A removal seen later may have happened up to `removal` earlier, at this change.
+    let earliest = change.at.checked_sub(lag.window).unwrap_or(SystemTime::UNIX_EPOCH);
+    let latest = change.at + lag.window + lag.removal;
+    let from = sides.vendor.partition_point(|&(t, _)| t < earliest);
+    let near = sides
+        .vendor
+        .range(from..)
+        .take_while(|&&(t, _)| t <= latest)
+        .find(|&&(t, removal)| removal || t <= change.at + lag.window)
+        .map(|&(t, _)| t);
+    if let Some(t) = near {
+        return unknown(format!(
+            "the published set of {} changed at {}, within {} of it: either side",
+            change.target,
+            clock(t),
+            humantime::format_duration(lag.window)
+        ));
+    }
+    let before = sides.vendor.partition_point(|&(t, _)| t < change.at);
+    let unchanged_since = before.checked_sub(1).map(|i| sides.vendor[i].0);
+    let since = match (unchanged_since, sides.watching_since) {
+        (Some(t), _) => format!("published set unchanged since {}", clock(t)),
+        (None, Some(t)) => format!("published set unchanged since the audit began ({})", clock(t)),
+        (None, None) => "published set unchanged as far as the history goes".to_string(),
+    };
+    let reset = if path.reset {
+        " (a reset: our firewall's REJECT or the server itself may send it)"
+    } else {
+        ""
+    };
+    Attribution {
+        cause: Cause::LocalPath,
+        why: format!("{since}, whitelist coverage unchanged{reset}"),
     }
 }
 
@@ -348,10 +474,13 @@ mod tests {
                         from: from.map(str::to_string),
                         to: to.map(str::to_string),
                         detail: if aspect == Aspect::Published {
-                            "dns".into()
+                            "published by dns".into()
                         } else {
                             String::new()
                         },
+                        // The first minute is the target's first sweep.
+                        first_sweep: appeared && seconds < 60,
+                        sources_failing: false,
                     })
                 })
                 .collect(),
@@ -373,7 +502,6 @@ mod tests {
     }
 
     fn context(changes: &[Change]) -> Context {
-        let watching = HashMap::from([("vendor".to_string(), at(0))]);
         let lags = HashMap::from([(
             "vendor".to_string(),
             Lag {
@@ -381,7 +509,7 @@ mod tests {
                 removal: Duration::ZERO,
             },
         )]);
-        Context::new(changes, &watching, &lags)
+        Context::new(changes, &lags)
     }
 
     fn causes(changes: &[Change]) -> Vec<Cause> {
@@ -496,7 +624,6 @@ mod tests {
             ],
         );
         let changes = [broke(4000, 1, "timeout"), removed];
-        let watching = HashMap::from([("vendor".to_string(), at(0))]);
         let lag = |removal| {
             HashMap::from([(
                 "vendor".to_string(),
@@ -506,9 +633,9 @@ mod tests {
                 },
             )])
         };
-        let retained = Context::new(&changes, &watching, &lag(Duration::from_secs(3600)));
+        let retained = Context::new(&changes, &lag(Duration::from_secs(3600)));
         assert_eq!(retained.attribute(&changes[0]).cause, Cause::Unknown);
-        let listed = Context::new(&changes, &watching, &lag(Duration::ZERO));
+        let listed = Context::new(&changes, &lag(Duration::ZERO));
         assert_eq!(listed.attribute(&changes[0]).cause, Cause::LocalPath);
     }
 
@@ -566,5 +693,106 @@ mod tests {
             causes(&[stale, covered, recorded]),
             [Cause::VendorRemoved, Cause::LocalWhitelist, Cause::Unknown]
         );
+    }
+
+    #[test]
+    fn only_an_address_expected_open_breaking_or_mending_alone_is_local_path() {
+        let reset = broke(3600, 1, "refused");
+        let stale = change(
+            3600,
+            2,
+            false,
+            &[
+                (Aspect::State, Some("open"), Some("timeout")),
+                (Aspect::Finding, Some("stale"), Some("stale")),
+            ],
+        );
+        let mut stale = stale;
+        Arc::make_mut(&mut stale.events[1]).from = Some(NOT_PUBLISHED.into());
+        Arc::make_mut(&mut stale.events[1]).to = Some(NOT_PUBLISHED.into());
+        Arc::make_mut(&mut stale.events[1]).aspect = Aspect::Published;
+        let mended = change(
+            3600,
+            3,
+            false,
+            &[
+                (Aspect::State, Some("timeout"), Some("open")),
+                (Aspect::Finding, Some("blocked"), Some(NO_FINDING)),
+            ],
+        );
+        let other_failure = change(3600, 4, false, &[(Aspect::State, Some("timeout"), Some("refused"))]);
+        let not_ssh_to_timeout = change(
+            3600,
+            5,
+            false,
+            &[(Aspect::State, Some("protocol_error"), Some("timeout"))],
+        );
+        let not_ssh = change(3600, 6, false, &[(Aspect::State, Some("open"), Some("protocol_error"))]);
+        let mut failing = broke(3600, 7, "timeout");
+        Arc::make_mut(&mut failing.events[0]).sources_failing = true;
+        let undeclared = change(
+            3600,
+            8,
+            false,
+            &[
+                (Aspect::State, Some("open"), Some("timeout")),
+                (Aspect::Finding, Some("undeclared"), Some("missing")),
+            ],
+        );
+        let changes = [
+            reset,
+            stale,
+            mended,
+            other_failure,
+            not_ssh_to_timeout,
+            not_ssh,
+            failing,
+            undeclared,
+        ];
+        assert_eq!(
+            causes(&changes),
+            [
+                Cause::LocalPath,
+                Cause::Unknown,
+                Cause::LocalPath,
+                Cause::Unknown,
+                Cause::Unknown,
+                Cause::VendorService,
+                Cause::Unknown,
+                Cause::Unknown,
+            ]
+        );
+        let context = context(&changes);
+        assert!(context.attribute(&changes[0]).why.contains("a reset"));
+        assert!(context.attribute(&changes[6]).why.contains("failing"));
+    }
+
+    #[test]
+    fn our_configuration_is_no_side_of_the_service_and_a_server_change_is_no_change_of_the_set() {
+        let mut added_static = appeared(3600, 1, "open", NO_FINDING, WHITELISTED);
+        Arc::make_mut(&mut added_static.events[2]).detail = "published by static".into();
+        let mut port = change(3600, 2, false, &[(Aspect::State, Some("open"), None)]);
+        Arc::make_mut(&mut port.events[0]).detail = PORT_CHANGED.into();
+        // A server that comes back with another key is no change of the published set: a drop
+        // next to it is our path's.
+        let back = change(
+            7200,
+            3,
+            false,
+            &[
+                (Aspect::State, Some("timeout"), Some("open")),
+                (
+                    Aspect::Service,
+                    Some("ssh-ed25519 SHA256:a"),
+                    Some("ssh-ed25519 SHA256:b"),
+                ),
+            ],
+        );
+        let changes = [added_static, port, back, broke(7260, 4, "timeout")];
+        assert_eq!(
+            causes(&changes),
+            [Cause::Unknown, Cause::Unknown, Cause::Unknown, Cause::LocalPath]
+        );
+        assert!(context(&changes).attribute(&changes[0]).why.contains("configuration"));
     }
 }

@@ -64,6 +64,9 @@ pub const NO_WHITELIST: &str = "no_whitelist";
 /// The detail of the events of an address that left the audit because its target was removed
 /// from the configuration (no side of the service changed).
 pub const TARGET_REMOVED: &str = "its target was removed from the configuration: not audited any more";
+/// The detail of the events of an address that left the audit because its target now probes
+/// another port.
+pub const PORT_CHANGED: &str = "its target probes another port now: not audited on this one any more";
 
 /// The value of a finding aspect when the address has no finding.
 pub const NO_FINDING: &str = "none";
@@ -84,6 +87,14 @@ pub struct Event {
     /// What was observed, in words: the probe's detail, or the finding's reason.
     #[serde(default)]
     pub detail: String,
+    /// Seen before its target's first complete sweep (since start, or since the target was
+    /// configured): a first sighting, not something that changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_sweep: bool,
+    /// A source of its target was failing when it was seen: the published set was its last good
+    /// copy, not what the vendor publishes now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sources_failing: bool,
 }
 
 /// Everything one observation changed of one address: its events (one per aspect that changed),
@@ -219,9 +230,6 @@ pub struct Since {
     pub finding: SystemTime,
     /// The most recent change of either.
     pub last_change: Arc<Event>,
-    /// The side the address's last change (of any aspect) is attributed to.
-    #[serde(rename = "change_cause", skip_serializing_if = "Option::is_none")]
-    pub cause: Option<ChangeCause>,
 }
 
 /// Which events a reader asks for: the `limit` most recent that match, oldest first.
@@ -304,6 +312,8 @@ mod tests {
                 from: None,
                 to: Some("open".into()),
                 detail: String::new(),
+                first_sweep: false,
+                sources_failing: false,
             })
             .map(Arc::new)
             .collect();
@@ -338,11 +348,13 @@ mod tests {
             from: Some("none".into()),
             to: Some("blocked".into()),
             detail: "why".into(),
+            first_sweep: true,
+            sources_failing: false,
         };
         let line = serde_json::to_string(&event).unwrap();
         assert_eq!(
             line,
-            r#"{"at":1700000005,"target":"vendor","ip":"2001:db8::7","port":22,"aspect":"finding","from":"none","to":"blocked","detail":"why"}"#
+            r#"{"at":1700000005,"target":"vendor","ip":"2001:db8::7","port":22,"aspect":"finding","from":"none","to":"blocked","detail":"why","first_sweep":true}"#
         );
         assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), event);
     }

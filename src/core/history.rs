@@ -5,7 +5,7 @@
 //! Events come from comparing each published report with what was seen before, so a finding that
 //! changes because the whitelist or the published set changed is an event as much as a probe's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,7 +13,9 @@ use std::time::SystemTime;
 use super::audit::{AddressReport, Report};
 use super::cause::{Attribution, Context, Lag, Timeline};
 pub use super::event::{Aspect, Change, ChangeCause, Event, NO_FINDING, Since};
-use super::event::{NO_WHITELIST, NOT_PUBLISHED, NOT_WHITELISTED, PUBLISHED, TARGET_REMOVED, WHITELISTED};
+use super::event::{
+    NO_WHITELIST, NOT_PUBLISHED, NOT_WHITELISTED, PORT_CHANGED, PUBLISHED, TARGET_REMOVED, WHITELISTED,
+};
 use super::outcome::ProbeState;
 use super::ssh::SshEvidence;
 
@@ -27,6 +29,9 @@ struct Mark {
     service: Option<Arc<Event>>,
     /// The last change that moved something: what the address's cause is attributed from.
     last: Option<Arc<Change>>,
+    /// Its attribution, and whether it is final: once the target's window has passed, nothing
+    /// seen later can change it.
+    cause: Option<(ChangeCause, bool)>,
     /// Whether the address was in a report this process observed: only then does its absence
     /// from a later report mean it left the audit (after a restart, DNS answers come back later).
     seen_here: bool,
@@ -87,11 +92,13 @@ pub struct History {
     recent: Arc<VecDeque<Arc<Event>>>,
     /// The most recent changes that moved something, bounded like `recent`.
     changes: Arc<VecDeque<Arc<Change>>>,
-    /// When each target's first change was seen: the start of its audit, as far as the history
-    /// goes. What tells a first sighting at start from an address the vendor added later.
-    watching_since: HashMap<String, SystemTime>,
-    /// How late each target's changes are seen, for the attribution.
-    lags: HashMap<String, Lag>,
+    /// What each change is attributed against, kept as changes arrive; shared with the
+    /// snapshots (copied when a change arrives while one holds it).
+    context: Arc<Context>,
+    /// The targets whose first sweep (since start, or since they were configured) is complete:
+    /// every source answered and every address was probed. Before, an address is first seen,
+    /// not added.
+    complete: HashSet<String>,
     keep: usize,
     /// Counts observations, to tell which marks the current one found.
     observation: u64,
@@ -104,8 +111,8 @@ impl History {
             marks: HashMap::new(),
             recent: Arc::new(VecDeque::new()),
             changes: Arc::new(VecDeque::new()),
-            watching_since: HashMap::new(),
-            lags: HashMap::new(),
+            context: Arc::default(),
+            complete: HashSet::new(),
             keep,
             observation: 0,
         }
@@ -132,7 +139,9 @@ impl History {
                 self.close(open.take().expect("checked above"));
             }
             let mark = self.mark_mut(&event.target, event.port, event.ip);
-            let appeared = !mark.holds_something();
+            // A carried-over line (`from` set) on an empty mark restores it; only a line from
+            // nothing is the address entering the audit.
+            let appeared = !mark.holds_something() && event.from.is_none();
             let slot = mark.slot(event.aspect);
             // A line older than what is known (two files replayed out of order), or the same line
             // again (a rotated file read before the one that carried it over), changes nothing.
@@ -163,8 +172,7 @@ impl History {
     /// Ends a change read back or observed: the address's last change, a recent change, and the
     /// start of its target's audit when it is the first.
     fn close(&mut self, change: Change) {
-        let first = self.watching_since.entry(change.target.clone()).or_insert(change.at);
-        *first = (*first).min(change.at);
+        Arc::make_mut(&mut self.context).note(&change);
         let mark = self.mark_mut(&change.target, change.port, change.ip);
         if let Some(change) = mark.close(change) {
             self.remember_change(change);
@@ -172,8 +180,10 @@ impl History {
     }
 
     /// Sets how late each target's changes are seen (from the configuration, at every load).
-    pub fn set_lags(&mut self, lags: HashMap<String, Lag>) {
-        self.lags = lags;
+    pub fn set_lags(&mut self, lags: &HashMap<String, Lag>) {
+        if lags.iter().any(|(target, lag)| self.context.lag(target) != *lag) {
+            Arc::make_mut(&mut self.context).set_lags(lags);
+        }
     }
 
     /// Compares `report` with what was seen before, returns the changes (oldest first, all at
@@ -185,9 +195,10 @@ impl History {
         let observation = self.observation;
         let mut events = Vec::new();
         let mut closed = Vec::new();
-        let mut settled: HashMap<&str, bool> = HashMap::new();
+        let mut settled: HashMap<&str, (bool, u16)> = HashMap::new();
         for target in &mut report.targets {
             let all_up = target.sources.iter().all(|s| s.up == Some(true));
+            let first_sweep = !self.complete.contains(target.target.as_str());
             for address in &mut target.addresses {
                 let Some(values) = observed(address) else {
                     // Not probed yet, or this host failed to probe it: still in the audit, but
@@ -228,6 +239,8 @@ impl History {
                         from: mark.current(aspect).map(str::to_string),
                         to: Some(value),
                         detail: detail(address, aspect),
+                        first_sweep: appeared && first_sweep,
+                        sources_failing: !all_up,
                     });
                     *mark.slot(aspect) = Some(Arc::clone(&event));
                     change.events.push(Arc::clone(&event));
@@ -238,12 +251,18 @@ impl History {
                 }
                 address.since = since(mark);
             }
-            settled.insert(target.target.as_str(), ready && all_up);
+            settled.insert(target.target.as_str(), (ready && all_up, target.port));
+            let swept = target.addresses.iter().all(|a| a.probe.is_some() || a.bogus.is_some());
+            if all_up && swept {
+                self.complete.insert(target.target.clone());
+            }
         }
+        // A target removed (or renamed) starts afresh if it comes back.
+        self.complete.retain(|t| settled.contains_key(t.as_str()));
         self.leave(&settled, ready, at, &mut events, &mut closed);
+        let context = Arc::make_mut(&mut self.context);
         for change in &closed {
-            let first = self.watching_since.entry(change.target.clone()).or_insert(change.at);
-            *first = (*first).min(change.at);
+            context.note(change);
         }
         if !events.is_empty() {
             // An address that left the audit comes back, if ever, as seen for the first time.
@@ -255,7 +274,7 @@ impl History {
         for change in closed {
             self.remember_change(change);
         }
-        self.attribute(report);
+        self.attribute(report, at);
         events
     }
 
@@ -263,7 +282,7 @@ impl History {
     /// it left (see [`History::observe`]).
     fn leave(
         &mut self,
-        settled: &HashMap<&str, bool>,
+        settled: &HashMap<&str, (bool, u16)>,
         ready: bool,
         at: SystemTime,
         events: &mut Vec<Arc<Event>>,
@@ -273,7 +292,7 @@ impl History {
         for (target, marks) in &mut self.marks {
             // A target no longer configured is settled: its addresses left with it.
             let configured = settled.get(target.as_str()).copied();
-            let settled = configured.unwrap_or(ready);
+            let settled = configured.map_or(ready, |(settled, _)| settled);
             for (&(port, ip), mark) in marks.iter_mut() {
                 if mark.seen_in == observation || !(mark.seen_here || settled) {
                     continue;
@@ -299,12 +318,14 @@ impl History {
                         aspect,
                         from: Some(from),
                         to: None,
-                        detail: if configured.is_some() {
-                            "no longer published nor declared: not audited any more"
-                        } else {
-                            TARGET_REMOVED
+                        detail: match configured {
+                            None => TARGET_REMOVED,
+                            Some((_, now)) if now != port => PORT_CHANGED,
+                            Some(_) => "no longer published nor declared: not audited any more",
                         }
                         .to_string(),
+                        first_sweep: false,
+                        sources_failing: false,
                     });
                     *mark.slot(aspect) = Some(Arc::clone(&event));
                     change.events.push(Arc::clone(&event));
@@ -321,33 +342,40 @@ impl History {
     pub fn timeline(&self) -> Timeline {
         Timeline {
             changes: Arc::clone(&self.changes),
-            context: Arc::new(self.context()),
+            context: Arc::clone(&self.context),
         }
     }
 
-    fn context(&self) -> Context {
-        Context::new(self.changes.iter().map(AsRef::as_ref), &self.watching_since, &self.lags)
-    }
-
-    /// Writes the cause of each address's last change into the report.
-    fn attribute(&self, report: &mut Report) {
-        let context = self.context();
+    /// Writes the cause of each address's last change into the report: worked out again while
+    /// something seen later could still change it, then kept.
+    fn attribute(&mut self, report: &mut Report, now: SystemTime) {
+        let context = &self.context;
         for target in &mut report.targets {
-            let Some(marks) = self.marks.get(target.target.as_str()) else {
+            let Some(marks) = self.marks.get_mut(target.target.as_str()) else {
                 continue;
             };
+            let lag = context.lag(&target.target);
             for address in &mut target.addresses {
-                let (Some(since), Some(mark)) = (address.since.as_mut(), marks.get(&(address.port, address.ip))) else {
+                let Some(mark) = marks.get_mut(&(address.port, address.ip)) else {
                     continue;
                 };
-                since.cause = mark.last.as_ref().map(|change| {
-                    let Attribution { cause, why } = context.attribute(change);
-                    ChangeCause {
-                        at: change.at,
-                        cause,
-                        why,
-                    }
-                });
+                let Some(change) = mark.last.as_ref() else {
+                    continue;
+                };
+                let cached = mark.cause.as_ref().filter(|(c, fin)| *fin && c.at == change.at);
+                if let Some((cause, _)) = cached {
+                    address.change_cause = Some(cause.clone());
+                    continue;
+                }
+                let Attribution { cause, why } = context.attribute(change);
+                let cause = ChangeCause {
+                    at: change.at,
+                    cause,
+                    why,
+                };
+                let settled = now > change.at + lag.window + lag.removal;
+                mark.cause = Some((cause.clone(), settled));
+                address.change_cause = Some(cause);
             }
         }
     }
@@ -477,7 +505,6 @@ fn since(mark: &Mark) -> Option<Since> {
         state: state.map_or(last_change.at, |e| e.at),
         finding: finding.map_or(last_change.at, |e| e.at),
         last_change,
-        cause: None,
     })
 }
 
@@ -526,6 +553,16 @@ mod tests {
             .filter(|e| matches!(e.aspect, Aspect::State | Aspect::Finding))
             .map(|e| (e.ip.to_string(), e.aspect, e.from.as_deref(), e.to.as_deref()))
             .collect()
+    }
+
+    fn cause_of(report: &Report, ip: &str) -> Option<ChangeCause> {
+        let ip: IpAddr = ip.parse().unwrap();
+        report.targets[0]
+            .addresses
+            .iter()
+            .find(|a| a.ip == ip)?
+            .change_cause
+            .clone()
     }
 
     fn since_of(report: &Report, ip: &str) -> Option<Since> {
@@ -710,17 +747,14 @@ mod tests {
         let (report, events) = observe(&mut history, &state, 10);
         assert_eq!(events.len(), 8);
         assert_eq!(history.changes.len(), 2);
-        let cause = since_of(&report, "192.0.2.1").unwrap().cause.unwrap();
+        let cause = cause_of(&report, "192.0.2.1").unwrap();
         assert_eq!((cause.at, cause.cause), (at(10), Cause::FirstSeen));
         probe(&mut state, "192.0.2.1", ProbeState::Timeout);
         let (report, events) = observe(&mut history, &state, 5000);
         assert_eq!(events.len(), 2, "state and finding, published and whitelist unchanged");
-        let cause = since_of(&report, "192.0.2.1").unwrap().cause.unwrap();
+        let cause = cause_of(&report, "192.0.2.1").unwrap();
         assert_eq!((cause.at, cause.cause), (at(5000), Cause::LocalPath), "{}", cause.why);
-        assert_eq!(
-            since_of(&report, "192.0.2.2").unwrap().cause.unwrap().cause,
-            Cause::FirstSeen
-        );
+        assert_eq!(cause_of(&report, "192.0.2.2").unwrap().cause, Cause::FirstSeen);
 
         let mut replayed = History::new(100);
         let all: Vec<Arc<Event>> = history.recent().iter().cloned().collect();
@@ -733,6 +767,31 @@ mod tests {
         assert_eq!(causes, [Cause::FirstSeen, Cause::FirstSeen, Cause::LocalPath]);
         let without_first = timeline.select(&crate::core::event::EventQuery::default(), None, false);
         assert_eq!(without_first.len(), 1);
+
+        // After a rotation the file starts with the carried-over lines: a change carried over
+        // (from a known value) restores the mark and is still that change, never an appearance.
+        let mut rotated = History::new(100);
+        rotated.replay(history.current_events());
+        let changes: Vec<(bool, Cause)> = rotated
+            .timeline()
+            .select(&crate::core::event::EventQuery::default(), None, true)
+            .iter()
+            .map(|e| (e.change.appeared, e.attribution.cause))
+            .collect();
+        assert!(changes.contains(&(false, Cause::LocalPath)), "{changes:?}");
+        assert!(!changes.iter().any(|(_, c)| *c == Cause::VendorAdded), "{changes:?}");
+    }
+
+    #[test]
+    fn a_slow_first_sweep_is_first_seen_and_an_address_added_after_it_is_the_vendors() {
+        let mut history = History::new(100);
+        let mut state = state(&["192.0.2.1", "192.0.2.2"]);
+        probe(&mut state, "192.0.2.1", ProbeState::Open);
+        observe(&mut history, &state, 10);
+        // The second address is probed long after the first: still the first sweep.
+        probe(&mut state, "192.0.2.2", ProbeState::Timeout);
+        let (report, _) = observe(&mut history, &state, 900);
+        assert_eq!(cause_of(&report, "192.0.2.2").unwrap().cause, Cause::FirstSeen);
     }
 
     #[test]
