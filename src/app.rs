@@ -1043,6 +1043,7 @@ mod tests {
                 fingerprint: fingerprint.into(),
             }),
             host_key_note: None,
+            presented: std::sync::OnceLock::new(),
         };
         ProbeResult {
             state: ProbeState::Open,

@@ -221,13 +221,17 @@ targets:
     );
     std::thread::sleep(WINDOW + Duration::from_secs(1));
 
+    // The vendor again: its list loses the dropped address, whose entry is now stale.
+    let made = unix_now();
+    std::fs::write(&list, format!("{KEY_SWAPPED}\n{UNCOVERED}\n{ADDED}\n")).unwrap();
+    let removed = attributed(&lab, DROPPED, "vendor_removed");
+    seen_soon_after(&removed, made);
+    assert_eq!(removed["finding"], "stale", "{removed:#}");
+    std::thread::sleep(WINDOW + Duration::from_secs(1));
+
     // Both at once: the vendor publishes another address while our firewall drops one more.
     lab.firewall("iptables", &drop_rule(ADDED));
-    std::fs::write(
-        &list,
-        format!("{KEY_SWAPPED}\n{DROPPED}\n{UNCOVERED}\n{ADDED}\n{ADDED_LATE}\n"),
-    )
-    .unwrap();
+    std::fs::write(&list, format!("{KEY_SWAPPED}\n{UNCOVERED}\n{ADDED}\n{ADDED_LATE}\n")).unwrap();
     let mixed = attributed(&lab, ADDED, "unknown");
     assert!(
         mixed["change_cause"]["why"]
@@ -238,19 +242,24 @@ targets:
     );
     attributed(&lab, ADDED_LATE, "vendor_added");
 
-    check_metric_api_and_report(&lab, &config, &dropped);
+    check_metric_api_and_report(&lab, &config, &removed);
 }
 
-fn check_metric_api_and_report(lab: &Lab, config: &std::path::Path, dropped: &Value) {
+/// The metric carries the last change of each address; the API, `report` and `check` the whole
+/// story. `removed` is the dropped address's last change, the vendor's removal.
+fn check_metric_api_and_report(lab: &Lab, config: &std::path::Path, removed: &Value) {
     let (_, text) = lab.http("GET", "http://127.0.0.1:10022/metrics");
     let scrape = Scrape::parse(&text);
     let labels = |ip, cause| [("target", "vendor-sftp"), ("ip", ip), ("port", "22"), ("cause", cause)];
-    let dropped_at = dropped["change_cause"]["at"].as_f64().unwrap();
-    let metric = scrape.get("whitelist_audit_ip_change_cause_info", &labels(DROPPED, "local_path"));
+    let removed_at = removed["change_cause"]["at"].as_f64().unwrap();
+    let metric = scrape.get(
+        "whitelist_audit_ip_change_cause_info",
+        &labels(DROPPED, "vendor_removed"),
+    );
     // The API has whole seconds, the metric the fraction too.
     assert!(
-        metric.is_some_and(|m| (m - dropped_at).abs() < 1.0),
-        "{metric:?} vs {dropped_at}"
+        metric.is_some_and(|m| (m - removed_at).abs() < 1.0),
+        "{metric:?} vs {removed_at}"
     );
     assert!(
         scrape
@@ -294,6 +303,7 @@ fn check_metric_api_and_report(lab: &Lab, config: &std::path::Path, dropped: &Va
         (DROPPED, "local_path"),
         (UNCOVERED, "local_whitelist"),
         (KEY_SWAPPED, "vendor_service"),
+        (DROPPED, "vendor_removed"),
         (ADDED, "unknown"),
         (ADDED_LATE, "vendor_added"),
     ] {

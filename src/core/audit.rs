@@ -58,7 +58,7 @@ pub struct AddressReport {
     /// The side the address's last change is attributed to (kept while the address is in
     /// `error` or not probed again yet: the change it names still stands).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub change_cause: Option<ChangeCause>,
+    pub change_cause: Option<Arc<ChangeCause>>,
 }
 
 impl AddressReport {

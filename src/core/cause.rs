@@ -268,6 +268,8 @@ const VENDOR_TIMES_KEPT: usize = 10_000;
 #[derive(Debug, Clone, Default)]
 pub struct Context {
     targets: HashMap<String, Sides>,
+    /// Counts the changes of the context that can change an attribution.
+    generation: u64,
 }
 
 impl Context {
@@ -287,8 +289,14 @@ impl Context {
             let sides = self.targets.entry(target.clone()).or_default();
             if sides.lag != *lag {
                 sides.lag = *lag;
+                self.generation += 1;
             }
         }
+    }
+
+    /// Changes whenever an attribution against this context may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The lag of `target`.
@@ -299,13 +307,17 @@ impl Context {
     /// Takes `change` into account.
     pub fn note(&mut self, change: &Change) {
         let sides = self.targets.entry(change.target.clone()).or_default();
-        sides.watching_since = Some(sides.watching_since.map_or(change.at, |t| t.min(change.at)));
+        if sides.watching_since.is_none_or(|t| change.at < t) {
+            sides.watching_since = Some(change.at);
+            self.generation += 1;
+        }
         if let Some(removal) = published_change(change) {
             let entry = (change.at, removal);
             // Changes arrive oldest first; a history replayed from two files may repeat older ones.
             let at = sides.vendor.partition_point(|&known| known <= entry);
             if at == 0 || sides.vendor[at - 1] != entry {
                 sides.vendor.insert(at, entry);
+                self.generation += 1;
             }
             if sides.vendor.len() > VENDOR_TIMES_KEPT {
                 sides.vendor.pop_front();

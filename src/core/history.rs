@@ -31,7 +31,7 @@ struct Mark {
     last: Option<Arc<Change>>,
     /// Its attribution, and whether it is final: once the target's window has passed, nothing
     /// seen later can change it.
-    cause: Option<(ChangeCause, bool)>,
+    cause: Option<CachedCause>,
     /// Whether the address was in a report this process observed: only then does its absence
     /// from a later report mean it left the audit (after a restart, DNS answers come back later).
     seen_here: bool,
@@ -78,6 +78,16 @@ impl Mark {
         self.last = Some(Arc::clone(&change));
         Some(change)
     }
+}
+
+/// An address's attribution, and what it was worked out against.
+#[derive(Debug, Clone)]
+struct CachedCause {
+    cause: Arc<ChangeCause>,
+    /// The context's generation then: unchanged, the attribution is too.
+    generation: u64,
+    /// The target's window has passed: nothing seen later can change it.
+    settled: bool,
 }
 
 /// Marks by target name, then by (port, address): found by `&str`, so comparing a report of
@@ -227,7 +237,7 @@ impl History {
                 };
                 for (aspect, value) in values {
                     let Some(value) = value else { continue };
-                    if mark.current(aspect) == Some(value.as_str()) {
+                    if mark.current(aspect) == Some(value) {
                         continue;
                     }
                     let event = Arc::new(Event {
@@ -237,7 +247,7 @@ impl History {
                         port: address.port,
                         aspect,
                         from: mark.current(aspect).map(str::to_string),
-                        to: Some(value),
+                        to: Some(value.to_string()),
                         detail: detail(address, aspect),
                         first_sweep: appeared && first_sweep,
                         sources_failing: !all_up,
@@ -362,19 +372,25 @@ impl History {
                 let Some(change) = mark.last.as_ref() else {
                     continue;
                 };
-                let cached = mark.cause.as_ref().filter(|(c, fin)| *fin && c.at == change.at);
-                if let Some((cause, _)) = cached {
-                    address.change_cause = Some(cause.clone());
+                let cached = mark
+                    .cause
+                    .as_ref()
+                    .filter(|c| c.cause.at == change.at && (c.settled || c.generation == context.generation()));
+                if let Some(cached) = cached {
+                    address.change_cause = Some(Arc::clone(&cached.cause));
                     continue;
                 }
                 let Attribution { cause, why } = context.attribute(change);
-                let cause = ChangeCause {
+                let cause = Arc::new(ChangeCause {
                     at: change.at,
                     cause,
                     why,
-                };
-                let settled = now > change.at + lag.window + lag.removal;
-                mark.cause = Some((cause.clone(), settled));
+                });
+                mark.cause = Some(CachedCause {
+                    cause: Arc::clone(&cause),
+                    generation: context.generation(),
+                    settled: now > change.at + lag.window + lag.removal,
+                });
                 address.change_cause = Some(cause);
             }
         }
@@ -435,7 +451,7 @@ impl History {
 /// to say of it, such as the state of a bogus address, never probed). `None` as a whole when
 /// nothing is known that could change a verdict: not probed since start (just published, or the
 /// daemon just started), or this host failed to make the probe (a local fault is never a verdict).
-fn observed(address: &AddressReport) -> Option<[(Aspect, Option<String>); 5]> {
+fn observed(address: &AddressReport) -> Option<[(Aspect, Option<&str>); 5]> {
     let state = match (&address.probe, address.bogus) {
         (Some(probe), _) if probe.state.is_verdict() => Some(probe.state.as_label()),
         (None, Some(_)) => None,
@@ -454,10 +470,10 @@ fn observed(address: &AddressReport) -> Option<[(Aspect, Option<String>); 5]> {
         .and_then(|p| p.evidence_as::<SshEvidence>())
         .and_then(SshEvidence::presents);
     Some([
-        (Aspect::State, state.map(str::to_string)),
-        (Aspect::Finding, Some(finding.to_string())),
-        (Aspect::Published, Some(published.to_string())),
-        (Aspect::Whitelist, Some(whitelist.to_string())),
+        (Aspect::State, state),
+        (Aspect::Finding, Some(finding)),
+        (Aspect::Published, Some(published)),
+        (Aspect::Whitelist, Some(whitelist)),
         (Aspect::Service, service),
     ])
 }
@@ -562,7 +578,8 @@ mod tests {
             .iter()
             .find(|a| a.ip == ip)?
             .change_cause
-            .clone()
+            .as_deref()
+            .cloned()
     }
 
     fn since_of(report: &Report, ip: &str) -> Option<Since> {

@@ -69,13 +69,19 @@ pub struct SshEvidence {
     pub host_key: Option<HostKey>,
     /// Why no host key was obtained, when none was.
     pub host_key_note: Option<String>,
+    /// [`SshEvidence::presents`], worked out once: the history asks at every publish.
+    pub presented: std::sync::OnceLock<Option<String>>,
 }
 
 impl SshEvidence {
     /// What the server presents, in one value the history compares: its host key, software and
     /// a digest of its algorithm lists. `None` without a proved key: a key exchange cut short
     /// says nothing about the server changing.
-    pub fn presents(&self) -> Option<String> {
+    pub fn presents(&self) -> Option<&str> {
+        self.presented.get_or_init(|| self.presentation()).as_deref()
+    }
+
+    fn presentation(&self) -> Option<String> {
         use sha2::Digest;
         use std::fmt::Write as _;
         let key = self.host_key.as_ref()?;
@@ -748,6 +754,7 @@ mod tests {
             ))),
             host_key: fp.map(key),
             host_key_note: None,
+            presented: std::sync::OnceLock::new(),
         }
     }
 

@@ -53,6 +53,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: S, deadline: I
         algorithms: Some(algorithms),
         host_key,
         host_key_note,
+        presented: std::sync::OnceLock::new(),
     });
     Attempt {
         evidence: Some(evidence.clone()),
