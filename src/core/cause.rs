@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::event::{Aspect, Change, EventQuery, NOT_PUBLISHED, PORT_CHANGED, PUBLISHED, TARGET_REMOVED, WHITELISTED};
+use super::event::{Aspect, Change, EventQuery, NOT_PUBLISHED, PORT_CHANGED, PUBLISHED, TARGET_REMOVED};
 pub use super::event::{Attribution, Cause};
 use crate::config::Config;
 
@@ -145,10 +145,11 @@ fn own(change: &Change) -> Own {
         if static_only(change) {
             return Own::Config("a static address removed from the configuration".into());
         }
-        let covered = change.before(Aspect::Whitelist) == Some(WHITELISTED);
+        // A published address leaves only when no source publishes it any more (what the
+        // whitelist says of it then is beside the point); one not published, only when the
+        // whitelist stopped declaring it.
         return match was_published(change, true) {
             Some(false) => Own::Whitelist("its whitelist entry was removed (no source published it)".into()),
-            Some(true) if covered => Own::Both("it left every source and the whitelist at once".into()),
             Some(true) => Own::Vendor(Cause::VendorRemoved, "no source publishes it any more".into()),
             None => Own::Undecided("it left the audit, and what it was before is not recorded".into()),
         };
@@ -457,7 +458,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::core::event::{Event, NO_FINDING, NOT_WHITELISTED};
+    use crate::core::event::{Event, NO_FINDING, NOT_WHITELISTED, WHITELISTED};
 
     const WINDOW: Duration = Duration::from_secs(120);
 
@@ -684,13 +685,27 @@ mod tests {
         );
         let mut with_target = change(3600, 4, false, &[(Aspect::State, Some("open"), None)]);
         Arc::make_mut(&mut with_target.events[0]).detail = TARGET_REMOVED.into();
+        // A whitelisted address whose entry declares no target is not stale once unpublished: it
+        // leaves, and only the vendor's removal can make a published address leave.
+        let left_covered = change(
+            3600,
+            5,
+            false,
+            &[
+                (Aspect::State, Some("timeout"), None),
+                (Aspect::Finding, Some("blocked"), None),
+                (Aspect::Published, Some(PUBLISHED), None),
+                (Aspect::Whitelist, Some(WHITELISTED), None),
+            ],
+        );
         assert_eq!(
-            causes(&[both, left_uncovered, entry_removed, with_target]),
+            causes(&[both, left_uncovered, entry_removed, with_target, left_covered]),
             [
                 Cause::Unknown,
                 Cause::VendorRemoved,
                 Cause::LocalWhitelist,
-                Cause::Unknown
+                Cause::Unknown,
+                Cause::VendorRemoved
             ]
         );
     }
