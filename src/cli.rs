@@ -222,18 +222,11 @@ pub struct ReportArgs {
     pub ip: Option<IpAddr>,
     /// Only changes attributed to this cause: `first_seen`, `vendor_added`, `vendor_removed`,
     /// `vendor_service`, `local_path`, `local_whitelist` or `unknown`.
-    #[arg(long, value_name = "CAUSE", value_parser = parse_cause)]
+    #[arg(long, value_name = "CAUSE", value_parser = Cause::parse)]
     pub cause: Option<Cause>,
     /// Also list addresses seen for the first time when the audit began (no change of either side).
     #[arg(long)]
     pub first_seen: bool,
-}
-
-fn parse_cause(text: &str) -> Result<Cause, String> {
-    Cause::from_label(text).ok_or_else(|| {
-        let all: Vec<&str> = Cause::ALL.iter().map(|c| c.as_label()).collect();
-        format!("write one of {}", all.join(", "))
-    })
 }
 
 /// `report --format` values.

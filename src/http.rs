@@ -523,12 +523,10 @@ async fn api_timeline(State(web): State<Web>, Query(params): Query<TimelineParam
     let snapshot = Arc::clone(&web.snapshots.borrow());
     let bad = |message: String| (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
     let cause = params.cause.as_deref().filter(|c| !c.is_empty());
-    let cause = match cause.map(|label| Cause::from_label(label).ok_or(label)).transpose() {
-        Ok(cause) => cause,
-        Err(label) => {
-            let all: Vec<&str> = Cause::ALL.iter().map(|c| c.as_label()).collect();
-            return bad(format!("cause `{label}`: write one of {}", all.join(", ")));
-        }
+    let cause = match cause.map(|label| Cause::parse(label).map_err(|why| format!("cause `{label}`: {why}"))) {
+        Some(Err(message)) => return bad(message),
+        Some(Ok(cause)) => Some(cause),
+        None => None,
     };
     let first_seen = match params.first_seen.as_deref() {
         None | Some("" | "false" | "0") => false,

@@ -11,7 +11,6 @@ use crate::core::audit::AddressReport;
 use crate::core::cause::Entry;
 use crate::core::event::EventQuery;
 use crate::core::finding::Finding;
-use crate::core::history::Event;
 use crate::core::outcome::ProbeState;
 use crate::core::ssh::SshEvidence;
 use crate::core::state::Snapshot;
@@ -294,7 +293,7 @@ fn address_row(address: &AddressReport, now: SystemTime) -> AddressRow {
             format!(
                 "{} {} {} -> {}{cause}",
                 clock(e.at),
-                aspect_label(e),
+                e.aspect.as_label(),
                 e.from.as_deref().unwrap_or("(new)"),
                 e.to.as_deref().unwrap_or("(gone)")
             )
@@ -314,10 +313,6 @@ fn change_row(entry: &Entry<'_>) -> ChangeRow {
         cause: entry.attribution.cause.as_label(),
         why: entry.attribution.why.clone(),
     }
-}
-
-fn aspect_label(event: &Event) -> &'static str {
-    event.aspect.as_label()
 }
 
 /// How long before `now`, to the largest two units.

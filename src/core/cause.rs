@@ -10,8 +10,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::event::published_by;
 use super::event::{Aspect, Change, EventQuery, NOT_PUBLISHED, PORT_CHANGED, PUBLISHED, TARGET_REMOVED};
 pub use super::event::{Attribution, Cause};
+use super::source::SourceKind;
 use crate::config::Config;
 
 /// How late each side's changes of one target reach the audit, so changes that happened
@@ -115,7 +117,7 @@ fn was_published(change: &Change, before: bool) -> Option<bool> {
 fn static_only(change: &Change) -> bool {
     change
         .event(Aspect::Published)
-        .is_some_and(|e| e.detail == "published by static")
+        .is_some_and(|e| e.detail == published_by([SourceKind::Static.as_label()]))
 }
 
 const FAILURES: [&str; 3] = ["refused", "timeout", "unreachable"];
@@ -435,9 +437,7 @@ impl Timeline {
             .changes
             .iter()
             .rev()
-            .filter(|c| query.since.is_none_or(|since| c.at >= since))
-            .filter(|c| query.target.as_deref().is_none_or(|t| c.target == t))
-            .filter(|c| query.ip.is_none_or(|ip| c.ip == ip))
+            .filter(|c| query.admits(c.at, &c.target, c.ip))
             .filter(|c| c.moves())
             .filter(|c| query.aspect.is_none_or(|a| c.event(a).is_some()))
             .map(|c| Entry {

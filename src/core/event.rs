@@ -57,6 +57,16 @@ impl Aspect {
 /// The values of the published aspect.
 pub const PUBLISHED: &str = "published";
 pub const NOT_PUBLISHED: &str = "not_published";
+/// The detail of a published aspect: the sources that publish the address.
+pub fn published_by<'a>(sources: impl IntoIterator<Item = &'a str>) -> String {
+    let sources: Vec<&str> = sources.into_iter().collect();
+    if sources.is_empty() {
+        "no source publishes it".to_string()
+    } else {
+        format!("published by {}", sources.join(", "))
+    }
+}
+
 /// The values of the whitelist aspect.
 pub const WHITELISTED: &str = "whitelisted";
 pub const NOT_WHITELISTED: &str = "not_whitelisted";
@@ -200,6 +210,14 @@ impl Cause {
     pub fn from_label(label: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_label() == label)
     }
+
+    /// The cause named `label`, or what to write instead.
+    pub fn parse(label: &str) -> Result<Self, String> {
+        Self::from_label(label).ok_or_else(|| {
+            let all: Vec<&str> = Self::ALL.iter().map(|c| c.as_label()).collect();
+            format!("write one of {}", all.join(", "))
+        })
+    }
 }
 
 /// A cause and the evidence for it, in words.
@@ -254,15 +272,23 @@ impl Default for EventQuery {
     }
 }
 
+impl EventQuery {
+    /// Whether something of `target`'s `ip` seen `at` is in the time and place asked for (the
+    /// aspect aside: an event has one, a change several).
+    pub fn admits(&self, at: SystemTime, target: &str, ip: IpAddr) -> bool {
+        self.since.is_none_or(|since| at >= since)
+            && self.target.as_deref().is_none_or(|t| target == t)
+            && self.ip.is_none_or(|asked| ip == asked)
+    }
+}
+
 /// The events of `events` (oldest first) that `query` selects.
 pub fn select<'a>(events: &'a VecDeque<Arc<Event>>, query: &EventQuery) -> Vec<&'a Event> {
     let mut selected: Vec<&Event> = events
         .iter()
         .map(AsRef::as_ref)
         .rev()
-        .filter(|e| query.since.is_none_or(|since| e.at >= since))
-        .filter(|e| query.target.as_deref().is_none_or(|t| e.target == t))
-        .filter(|e| query.ip.is_none_or(|ip| e.ip == ip))
+        .filter(|e| query.admits(e.at, &e.target, e.ip))
         .filter(|e| query.aspect.is_none_or(|a| e.aspect == a))
         .take(query.limit)
         .collect();

@@ -14,7 +14,7 @@ use super::audit::{AddressReport, Report};
 use super::cause::{Attribution, Context, Lag, Timeline};
 pub use super::event::{Aspect, Change, ChangeCause, Event, NO_FINDING, Since};
 use super::event::{
-    NO_WHITELIST, NOT_PUBLISHED, NOT_WHITELISTED, PORT_CHANGED, PUBLISHED, TARGET_REMOVED, WHITELISTED,
+    NO_WHITELIST, NOT_PUBLISHED, NOT_WHITELISTED, PORT_CHANGED, PUBLISHED, TARGET_REMOVED, WHITELISTED, published_by,
 };
 use super::outcome::ProbeState;
 use super::ssh::SshEvidence;
@@ -425,26 +425,25 @@ impl History {
     }
 
     fn remember_change(&mut self, change: Arc<Change>) {
-        if self.keep == 0 {
-            return;
-        }
-        let changes = Arc::make_mut(&mut self.changes);
-        if changes.len() == self.keep {
-            changes.pop_front();
-        }
-        changes.push_back(change);
+        keep_recent(&mut self.changes, self.keep, change);
     }
 
     fn remember(&mut self, event: Arc<Event>) {
-        if self.keep == 0 {
-            return;
-        }
-        let recent = Arc::make_mut(&mut self.recent);
-        if recent.len() == self.keep {
-            recent.pop_front();
-        }
-        recent.push_back(event);
+        keep_recent(&mut self.recent, self.keep, event);
     }
+}
+
+/// Appends `item` to `recent`, which holds the `keep` most recent (copied first if a snapshot
+/// shares it).
+fn keep_recent<T: Clone>(recent: &mut Arc<VecDeque<T>>, keep: usize, item: T) {
+    if keep == 0 {
+        return;
+    }
+    let recent = Arc::make_mut(recent);
+    if recent.len() == keep {
+        recent.pop_front();
+    }
+    recent.push_back(item);
 }
 
 /// What a report says of one address, for the history: each aspect's value (`None`: nothing
@@ -482,16 +481,7 @@ fn detail(address: &AddressReport, aspect: Aspect) -> String {
     match aspect {
         Aspect::State => address.probe.as_ref().map(|p| p.detail.clone()).unwrap_or_default(),
         Aspect::Finding => finding_detail(address),
-        Aspect::Published if address.published_by.is_empty() => "no source publishes it".to_string(),
-        Aspect::Published => format!(
-            "published by {}",
-            address
-                .published_by
-                .iter()
-                .map(AsRef::as_ref)
-                .collect::<Vec<&str>>()
-                .join(", ")
-        ),
+        Aspect::Published => published_by(address.published_by.iter().map(AsRef::as_ref)),
         Aspect::Whitelist => String::new(),
         Aspect::Service => address
             .probe
