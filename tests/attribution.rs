@@ -7,9 +7,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use common::{Lab, Scrape, lab_allowed};
+use common::{Lab, Scrape, lab_allowed, unix_now};
 use serde_json::Value;
 
 const KEY_SWAPPED: &str = "192.0.2.1";
@@ -20,13 +20,6 @@ const ADDED_LATE: &str = "192.0.2.5";
 const API: &str = "http://127.0.0.1:10022/api/v1";
 /// Twice the interval plus the list's refresh: changes seen closer than this are "together".
 const WINDOW: Duration = Duration::from_secs(5);
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn whitelist(covered: &[&str]) -> String {
     covered.iter().fold(String::from("allow:\n"), |text, ip| {
@@ -40,28 +33,18 @@ fn drop_rule(ip: &str) -> Vec<&str> {
 
 /// The snapshot's record of `ip` once its last change is attributed to `cause`.
 fn attributed(lab: &Lab, ip: &str, cause: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let (status, body) = lab.http("GET", &format!("{API}/snapshot"));
-        if status == 200 {
-            let snapshot: Value = serde_json::from_str(&body).unwrap();
-            let found = snapshot["addresses"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|a| a["ip"] == ip && a["change_cause"]["cause"] == cause)
-                .cloned();
-            if let Some(address) = found {
-                return address;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{ip} never became {cause}: {snapshot:#}\n{}",
-                lab.logs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let find = |body: &str| {
+        let snapshot: Value = serde_json::from_str(body).ok()?;
+        snapshot["addresses"]
+            .as_array()?
+            .iter()
+            .find(|a| a["ip"] == ip && a["change_cause"]["cause"] == cause)
+            .cloned()
+    };
+    let body = lab.poll(&format!("{API}/snapshot"), Duration::from_secs(40), |body| {
+        find(body).is_some()
+    });
+    find(&body).expect("the poll found it")
 }
 
 /// Asserts the change was seen after `made` and within two intervals of it, and returns its time.
@@ -72,48 +55,6 @@ fn seen_soon_after(address: &Value, made: u64) -> u64 {
         "the change was made at {made} but is dated {at}: {address:#}"
     );
     at
-}
-
-/// A second sshd on 192.0.2.1:2222 with its own host key; a DNAT rule in the server namespace
-/// then sends port 22 to it, so the key changes without a moment of refused connections.
-fn start_second_sshd(lab: &mut Lab) {
-    let key = lab.dir.join("other_host_key");
-    common::sh(
-        "ssh-keygen",
-        &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
-    );
-    let server = lab.server.clone();
-    let host_key = format!("HostKey={}", key.display());
-    let listen = format!("ListenAddress={KEY_SWAPPED}:2222");
-    lab.spawn(
-        &server,
-        &[
-            "/usr/sbin/sshd",
-            "-D",
-            "-e",
-            "-f",
-            "/dev/null",
-            "-o",
-            &host_key,
-            "-o",
-            "PidFile=none",
-            "-o",
-            "UsePAM=no",
-            "-o",
-            "StrictModes=no",
-            "-o",
-            &listen,
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&lab.run(&server, &["ss", "-ltnH"]).stdout).contains(":2222") {
-        assert!(
-            Instant::now() < deadline,
-            "the second sshd never listened\n{}",
-            lab.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Sends new connections to 192.0.2.1:22 to the second sshd.
@@ -149,7 +90,9 @@ fn each_side_that_changes_is_named_with_the_time_and_both_at_once_is_unknown() {
     let all = [KEY_SWAPPED, DROPPED, UNCOVERED, ADDED, ADDED_LATE];
     lab.add_server_addresses(&all);
     lab.start_sshd(&all);
-    start_second_sshd(&mut lab);
+    // A second server on 192.0.2.1:2222 with a key of its own: swap_host_key sends port 22 to it,
+    // so the key changes without a moment of refused connections.
+    lab.start_sshd_on(&[KEY_SWAPPED], 2222, "other_host_key", &[]);
     lab.write("whitelist.yml", &whitelist(&[KEY_SWAPPED, DROPPED, UNCOVERED, ADDED]));
     let list = lab.write("vendor-list.txt", &format!("{KEY_SWAPPED}\n{DROPPED}\n{UNCOVERED}\n"));
     let state = lab.dir.join("state");

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{Lab, Scrape, lab_allowed, tools_allowed};
+use common::{Lab, Scrape, lab_allowed, tools_allowed, unix_now};
 use serde_json::Value;
 
 const OPEN: &str = "192.0.2.1";
@@ -92,13 +92,6 @@ fn address_when(lab: &Lab, ip: &str, ready: impl Fn(&Value) -> bool) -> Value {
 
 fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
     move |a: &Value| a["probe"]["state"] == state && a["since"].is_u64()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 #[test]

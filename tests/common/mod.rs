@@ -276,7 +276,13 @@ impl Lab {
 
     /// OpenSSH on every address given, port 22, with `options` (`Key=value`, as `sshd -o` takes them).
     pub fn start_sshd_with(&mut self, addresses: &[&str], options: &[String]) -> u32 {
-        let key = self.dir.join("ssh_host_ed25519_key");
+        self.start_sshd_on(addresses, 22, "ssh_host_ed25519_key", options)
+    }
+
+    /// OpenSSH on every address given at `port`, with the ed25519 host key in the lab's file
+    /// `key_name` (made when missing: another name is another server's key), and `options`.
+    pub fn start_sshd_on(&mut self, addresses: &[&str], port: u16, key_name: &str, options: &[String]) -> u32 {
+        let key = self.dir.join(key_name);
         if !key.exists() {
             sh(
                 "ssh-keygen",
@@ -305,15 +311,15 @@ impl Lab {
         for address in addresses {
             args.push("-o".into());
             args.push(if address.contains(':') {
-                format!("ListenAddress=[{address}]:22")
+                format!("ListenAddress=[{address}]:{port}")
             } else {
-                format!("ListenAddress={address}:22")
+                format!("ListenAddress={address}:{port}")
             });
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = self.server.clone();
         let pid = self.spawn(&server, &args);
-        self.wait_listening(addresses, 22);
+        self.wait_listening(addresses, port);
         pid
     }
 
@@ -493,6 +499,14 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Now, in whole unix seconds, as the API dates things.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Every descendant of `pid`, found through /proc by parent pid (never by name).
