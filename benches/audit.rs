@@ -80,6 +80,7 @@ fn bench(c: &mut Criterion) {
     let ssh = BTreeMap::new();
     let sessions = BTreeMap::new();
     let published_by = PublishedBy::default();
+    let diagnoses = BTreeMap::new();
     let input = || TargetInput {
         published: &addresses,
         prefixes: &published,
@@ -92,6 +93,7 @@ fn bench(c: &mut Criterion) {
         ssh: &ssh,
         sessions: &sessions,
         published_by: &published_by,
+        diagnoses: &diagnoses,
     };
     let mut group = c.benchmark_group("audit");
     group.sample_size(10);

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
@@ -27,6 +27,7 @@ use crate::core::state::{Change, Snapshot, State, SweepStatus, TargetId};
 use crate::discovery::Discovery;
 use crate::history_log::{self, HistoryLog};
 use crate::prefix::prefix_label;
+use crate::probe::raw::{self, RawProber};
 use crate::probe::ssh::session::{self, SessionTarget};
 use crate::probe::{self, Network, ProbeSpec};
 use crate::state_file;
@@ -53,6 +54,12 @@ pub struct Shared {
     in_flight: Mutex<HashSet<(String, u16, IpAddr)>>,
     /// The same for session checks (an idle hold lasts minutes).
     sessions_in_flight: Mutex<HashSet<(String, u16, IpAddr)>>,
+    /// The same for raw diagnoses.
+    diagnoses_in_flight: Mutex<HashSet<(String, u16, IpAddr)>>,
+    /// Raw diagnosis, when this process may send raw packets (`enable_raw_probes`).
+    raw: OnceLock<Arc<RawProber>>,
+    /// Bounds the raw diagnoses running at once.
+    diagnosis_slots: Arc<Semaphore>,
     /// What changed when; taken with `publishing` held, so events come in snapshot order.
     history: Mutex<History>,
     /// The history's file (`serve` only: `check` reads the file but never writes it).
@@ -76,9 +83,18 @@ impl Shared {
             dirty: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
             sessions_in_flight: Mutex::new(HashSet::new()),
+            diagnoses_in_flight: Mutex::new(HashSet::new()),
+            raw: OnceLock::new(),
+            diagnosis_slots: Arc::new(Semaphore::new(DIAGNOSIS_CONCURRENCY)),
             history: Mutex::new(History::new(HISTORY_IN_MEMORY)),
             history_log: Mutex::new(None),
         })
+    }
+
+    /// Turns raw diagnosis on: failing addresses get raw SYNs and traces from now on.
+    pub fn enable_raw_probes(&self, raw: Arc<RawProber>) {
+        let _ = self.raw.set(raw);
+        self.update(|state| state.status.raw_probes = true);
     }
 
     /// Reads the history in the state directory, so `since` goes on from where the last run
@@ -440,15 +456,73 @@ pub const SESSION_TICK: Duration = Duration::from_secs(10);
 /// User name of an idle hold made without credentials (the `none` request names one).
 const ANONYMOUS_USER: &str = "whitelist-audit";
 
-/// Removes a session check's key from the in-flight set when the task ends, however it ends.
+/// (target, port, ip) of the work of one kind running now.
+type InFlightSet = Mutex<HashSet<(String, u16, IpAddr)>>;
+
+/// Removes a session check's (or a diagnosis') key from its in-flight set when the task ends,
+/// however it ends.
 struct InFlight {
     shared: Arc<Shared>,
     key: (String, u16, IpAddr),
+    set: fn(&Shared) -> &InFlightSet,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        lock(&self.shared.sessions_in_flight).remove(&self.key);
+        lock((self.set)(&self.shared)).remove(&self.key);
+    }
+}
+
+/// Raw diagnoses running at once: each is a few dozen packets at most, and this is an auditor,
+/// never a scanner.
+pub const DIAGNOSIS_CONCURRENCY: usize = 4;
+
+/// Starts a raw diagnosis of every failing address that is due (a new failure, or
+/// `global.diagnosis.trace_interval` since its last one), each in `tasks`. Nothing without raw
+/// probes.
+pub fn start_diagnoses(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
+    let Some(prober) = shared.raw.get() else {
+        return;
+    };
+    if shared.config().global.diagnosis.raw_probes == config::RawProbes::Off {
+        return;
+    }
+    let now = SystemTime::now();
+    let (config, jobs) = shared.update_if(|state| {
+        let mut in_flight = lock(&shared.diagnoses_in_flight);
+        let jobs = state.take_due_diagnoses(now, |name, port, ip| in_flight.contains(&(name.to_string(), port, ip)));
+        for job in &jobs {
+            let target = &state.config.targets[job.target.0];
+            in_flight.insert((target.name.clone(), target.port, job.ip));
+        }
+        ((Arc::clone(&state.config), jobs), false)
+    });
+    for job in jobs {
+        let target = &config.targets[job.target.0];
+        let guard = InFlight {
+            shared: Arc::clone(shared),
+            key: (target.name.clone(), target.port, job.ip),
+            set: |shared| &shared.diagnoses_in_flight,
+        };
+        let work = raw::diagnose::Job {
+            address: SocketAddr::new(job.ip, target.port),
+            state: job.state,
+            own_syn_ack_ttls: job.own_syn_ack_ttls,
+            healthy: job.healthy,
+        };
+        let settings = config.global.diagnosis;
+        let wait = raw::diagnose::reply_wait(config.global.timeout);
+        let (shared, prober) = (Arc::clone(shared), Arc::clone(prober));
+        tasks.spawn(async move {
+            let _slot = shared.diagnosis_slots.acquire().await.expect("diagnosis semaphore closed");
+            let outcome = raw::diagnose::run(&prober, &work, &settings, wait).await;
+            let (name, port, ip) = &guard.key;
+            tracing::info!(target = %name, %ip, state = work.state.as_label(), diagnosis = %outcome.diagnosis.summary, "raw diagnosis");
+            shared.update_target(name, *port, |state, id| {
+                state.record_diagnosis(id, *ip, outcome.diagnosis, &outcome.syn_acks);
+            });
+            drop(guard);
+        });
     }
 }
 
@@ -489,6 +563,7 @@ pub fn start_sessions<N: Network>(
         let guard = InFlight {
             shared: Arc::clone(shared),
             key: (target.name.clone(), target.port, job.ip),
+            set: |shared| &shared.sessions_in_flight,
         };
         let session_target = SessionTarget {
             address: SocketAddr::new(job.ip, target.port),
@@ -577,10 +652,14 @@ pub type ProgressReport = Box<dyn Fn(Progress) + Send + Sync>;
 pub async fn check_once<N: Network>(
     config: Config,
     network: Arc<N>,
+    raw: Option<Arc<RawProber>>,
     progress: Option<ProgressReport>,
 ) -> Arc<Snapshot> {
     let config = Arc::new(config);
     let shared = Shared::new(Arc::clone(&config));
+    if let Some(raw) = raw {
+        shared.enable_raw_probes(raw);
+    }
     let discovering = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let ticker = progress.map(|report| {
         let (shared, discovering) = (Arc::clone(&shared), Arc::clone(&discovering));
@@ -616,6 +695,7 @@ pub async fn check_once<N: Network>(
     sweep(Arc::clone(&shared), Arc::clone(&network), limits.clone(), None, true).await;
     let mut sessions = JoinSet::new();
     start_sessions(&shared, &network, &limits, &mut sessions, false);
+    start_diagnoses(&shared, &mut sessions);
     if !sessions.is_empty() {
         while sessions.join_next().await.is_some() {}
         shared.publish();
@@ -685,6 +765,7 @@ pub async fn run<N: Network>(
                     }
                 }
                 start_sessions(&shared, &network, &limits, &mut sessions, true);
+                start_diagnoses(&shared, &mut sessions);
                 continue;
             }
             _ = ticker.tick() => {}

@@ -383,7 +383,8 @@ async fn audit_once(args: &AuditArgs) -> Result<Arc<crate::core::state::Snapshot
         .then(|| Box::new(show_progress) as app::ProgressReport);
     let shown = progress.is_some();
     let started = std::time::SystemTime::now();
-    let snapshot = app::check_once(config, Arc::new(Os), progress).await;
+    let raw = open_raw_probes(&config);
+    let snapshot = app::check_once(config, Arc::new(Os), raw, progress).await;
     if shown {
         // Clear the progress line before the output.
         eprint!("\r\x1b[2K");
@@ -412,6 +413,28 @@ async fn audit_once(args: &AuditArgs) -> Result<Arc<crate::core::state::Snapshot
         .collect();
     snapshot.timeline.changes = Arc::new(daemons);
     Ok(Arc::new(snapshot))
+}
+
+/// Raw diagnosis, as the configuration asks and this process may (read at start: a reload does
+/// not open or close the sockets). One line says so when it is off, and how to turn it on.
+fn open_raw_probes(config: &Config) -> Option<Arc<crate::probe::raw::RawProber>> {
+    if config.global.diagnosis.raw_probes == crate::config::RawProbes::Off {
+        tracing::info!("raw diagnosis off: global.diagnosis.raw_probes is off");
+        return None;
+    }
+    match crate::probe::raw::RawProber::open() {
+        Ok(prober) => {
+            tracing::info!(
+                ?prober,
+                "raw diagnosis on: failing addresses get raw SYNs, timeouts a TCP traceroute"
+            );
+            Some(Arc::new(prober))
+        }
+        Err(why) => {
+            tracing::warn!("{}", why.explain());
+            None
+        }
+    }
 }
 
 async fn check(args: CheckArgs) -> ExitCode {
@@ -729,7 +752,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
         targets = config.targets.len(),
         "whitelist-audit started"
     );
+    let raw = open_raw_probes(&config);
     let shared = Shared::new(config);
+    if let Some(raw) = raw {
+        shared.enable_raw_probes(raw);
+    }
     let (app_reloads, reload_rx) = mpsc::channel(4);
     let (reload_tx, requests) = mpsc::channel(4);
     tokio::spawn(reload_web_then_app(

@@ -154,7 +154,19 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "unknown-key.yml",
-        "2:3: global.intervall: unknown field `intervall`, expected one of interval, timeout, attempts, retry_delay, concurrency, per_target_concurrency, resolvers, whitelist, state_dir, history_max_mib, max_probe_addresses_per_prefix, broad_entry_prefix",
+        "2:3: global.intervall: unknown field `intervall`, expected one of interval, timeout, attempts, retry_delay, concurrency, per_target_concurrency, resolvers, whitelist, state_dir, history_max_mib, max_probe_addresses_per_prefix, broad_entry_prefix, diagnosis",
+    ),
+    (
+        "diagnosis-trace-interval-too-short.yml",
+        "3:21: global.diagnosis.trace_interval (5s) must be at least 10s: a trace is dozens of packets, and tracing more often is scanning",
+    ),
+    (
+        "diagnosis-max-hops-too-many.yml",
+        "3:15: global.diagnosis.max_hops: invalid hop count 100: write a whole number from 1 to 64 (a path longer than that is a routing loop)",
+    ),
+    (
+        "diagnosis-raw-probes-bad.yml",
+        "3:17: global.diagnosis.raw_probes: unknown variant `yes`, expected one of auto, off",
     ),
     (
         "unknown-target-key.yml",

@@ -523,7 +523,7 @@ async fn a_target_audited_from_its_published_list_alone() {
             "global:\n  timeout: 1s\n  attempts: 1\n  whitelist: wl.yml\n  state_dir: state\ntargets:\n  - name: vendor\n    port: 1\n    allow_local_addresses: true\n    published:\n      - url: http://{site}/sftp.json\n        format: json\n        select: '$.sftp.*[*]'\n"
         ),
     );
-    let snapshot = app::check_once(config, Arc::new(Os), None).await;
+    let snapshot = app::check_once(config, Arc::new(Os), None, None).await;
     let target = &snapshot.report.targets[0];
     let ips: Vec<String> = target.addresses.iter().map(|a| a.ip.to_string()).collect();
     assert_eq!(ips, ["127.0.0.40", "127.0.0.41", "127.0.0.42", "127.0.0.43", "::1"]);

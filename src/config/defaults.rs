@@ -94,6 +94,19 @@ pub const IDLE_HOLD_MAX: Duration = Duration::from_secs(3600);
 /// How often each address is logged in to (`ssh.login_interval`): a rejected login is never
 /// retried sooner, so an account lockout or fail2ban never sees a burst from the auditor.
 pub const LOGIN_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// How often a timed-out address is traced again (`global.diagnosis.trace_interval`).
+pub const TRACE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Shortest `global.diagnosis.trace_interval`: a trace is a few dozen packets; more often is a scan.
+pub const TRACE_INTERVAL_MIN: Duration = Duration::from_secs(10);
+/// The farthest hop a trace sends to (`global.diagnosis.max_hops`), as traceroute's default.
+pub const MAX_HOPS: u8 = 30;
+/// Most `global.diagnosis.max_hops`.
+pub const MAX_HOPS_MAX: u8 = 64;
+/// Hops a reset may lie outside the server's SYN-ACKs and still be the server's
+/// (`global.diagnosis.ttl_margin`): a server's reset and SYN-ACK share its stack and path.
+pub const TTL_MARGIN: u8 = 0;
+/// Most `global.diagnosis.ttl_margin`.
+pub const TTL_MARGIN_MAX: u8 = 16;
 /// Shortest `ssh.login_interval`: more often looks like a brute force to the vendor's fail2ban.
 pub const LOGIN_INTERVAL_MIN: Duration = Duration::from_secs(60);
 /// OpenSSH's `LoginGraceTime` default: an unauthenticated session is dropped by the server after

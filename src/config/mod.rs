@@ -24,7 +24,7 @@ use serde_saphyr::{Location, Spanned};
 pub use published::{ListLocation, PublishedSource};
 pub use raw::RawConfig;
 use raw::{AddressFamily, RawAerleon, RawAllow, RawTarget, RawWhitelist, RawWhitelistRef};
-pub use raw::{CheckKind, ListFormat, ResolverSpec};
+pub use raw::{CheckKind, ListFormat, RawProbes, ResolverSpec};
 
 use crate::prefix::PrefixIndex;
 use whitelist::{Entry, Whitelist};
@@ -111,6 +111,27 @@ pub struct Global {
     pub max_probe_addresses_per_prefix: u32,
     /// Whitelist entries shorter than these prefix lengths are broad.
     pub broad_entry_prefix: BroadEntryPrefix,
+    pub diagnosis: Diagnosis,
+}
+
+/// `global.diagnosis`: raw-packet diagnosis of failing addresses (`probe::raw`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Diagnosis {
+    pub raw_probes: RawProbes,
+    pub trace_interval: Duration,
+    pub max_hops: u8,
+    pub ttl_margin: u8,
+}
+
+impl Default for Diagnosis {
+    fn default() -> Self {
+        Self {
+            raw_probes: RawProbes::Auto,
+            trace_interval: defaults::TRACE_INTERVAL,
+            max_hops: defaults::MAX_HOPS,
+            ttl_margin: defaults::TTL_MARGIN,
+        }
+    }
 }
 
 /// The prefix lengths below which a whitelist entry is broad: kept, since a firewall that allows
@@ -158,6 +179,7 @@ impl Default for Global {
             history_max_bytes: u64::from(defaults::HISTORY_MAX_MIB) << 20,
             max_probe_addresses_per_prefix: defaults::MAX_PROBE_ADDRESSES_PER_PREFIX,
             broad_entry_prefix: BroadEntryPrefix::default(),
+            diagnosis: Diagnosis::default(),
         }
     }
 }
@@ -391,6 +413,7 @@ fn build_global(path: &Path, base: &Path, g: &raw::RawGlobal) -> Result<Global, 
     let attempts = g.attempts.map_or(defaults::ATTEMPTS, |n| n.0);
     validate_retry_delay(path, &retry_delay, &interval, attempts)?;
     let broad = g.broad_entry_prefix.as_ref();
+    let diagnosis = build_diagnosis(path, g.diagnosis.as_ref())?;
     Ok(Global {
         interval: interval.value,
         timeout: timeout.value,
@@ -416,6 +439,35 @@ fn build_global(path: &Path, base: &Path, g: &raw::RawGlobal) -> Result<Global, 
                 .and_then(|b| b.ipv6)
                 .map_or(defaults::BROAD_ENTRY_PREFIX_IPV6, |n| n.0),
         },
+        diagnosis,
+    })
+}
+
+fn build_diagnosis(path: &Path, raw: Option<&raw::RawDiagnosis>) -> Result<Diagnosis, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Diagnosis::default());
+    };
+    let trace_interval = Setting::of(
+        raw.trace_interval.as_ref(),
+        "global.diagnosis.trace_interval",
+        defaults::TRACE_INTERVAL,
+    );
+    if trace_interval.value < defaults::TRACE_INTERVAL_MIN {
+        return Err(trace_interval.refuse(
+            path,
+            None,
+            format!(
+                "{} must be at least {}: a trace is dozens of packets, and tracing more often is scanning",
+                trace_interval.named(),
+                show_duration(defaults::TRACE_INTERVAL_MIN)
+            ),
+        ));
+    }
+    Ok(Diagnosis {
+        raw_probes: raw.raw_probes.unwrap_or(RawProbes::Auto),
+        trace_interval: trace_interval.value,
+        max_hops: raw.max_hops.map_or(defaults::MAX_HOPS, |n| n.0),
+        ttl_margin: raw.ttl_margin.map_or(defaults::TTL_MARGIN, |n| n.0),
     })
 }
 

@@ -35,6 +35,26 @@ pub struct RawGlobal {
     pub history_max_mib: Option<HistoryMib>,
     pub max_probe_addresses_per_prefix: Option<Count>,
     pub broad_entry_prefix: Option<RawBroadEntryPrefix>,
+    pub diagnosis: Option<RawDiagnosis>,
+}
+
+/// `global.diagnosis`: raw-packet diagnosis of failing addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiagnosis {
+    pub raw_probes: Option<RawProbes>,
+    pub trace_interval: Option<Spanned<HumanDuration>>,
+    pub max_hops: Option<MaxHops>,
+    pub ttl_margin: Option<TtlMargin>,
+}
+
+/// `global.diagnosis.raw_probes`: whether failing addresses get raw SYNs and traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawProbes {
+    /// On when this process holds `CAP_NET_RAW`, off (said once at start) when it does not.
+    Auto,
+    Off,
 }
 
 /// Prefix lengths below which a whitelist entry is reported as broad.
@@ -422,6 +442,40 @@ impl<'de> Deserialize<'de> for HistoryMib {
         };
         let value = whole_number(deserializer, bounds)?;
         Ok(Self(u32::try_from(value).expect("bounded above")))
+    }
+}
+
+/// `global.diagnosis.max_hops`: the farthest hop a TCP traceroute reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxHops(pub u8);
+
+impl<'de> Deserialize<'de> for MaxHops {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bounds = Bounds {
+            what: "hop count",
+            min: 1,
+            max: u64::from(defaults::MAX_HOPS_MAX),
+            above: Some("a path longer than that is a routing loop"),
+        };
+        let value = whole_number(deserializer, bounds)?;
+        Ok(Self(u8::try_from(value).expect("bounded above")))
+    }
+}
+
+/// `global.diagnosis.ttl_margin`: hops a reset may lie outside the server's SYN-ACKs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlMargin(pub u8);
+
+impl<'de> Deserialize<'de> for TtlMargin {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bounds = Bounds {
+            what: "hop count",
+            min: 0,
+            max: u64::from(defaults::TTL_MARGIN_MAX),
+            above: Some("a margin that wide hides every middlebox on the path"),
+        };
+        let value = whole_number(deserializer, bounds)?;
+        Ok(Self(u8::try_from(value).expect("bounded above")))
     }
 }
 

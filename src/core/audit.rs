@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::client_odds::{self, ClientSuccess};
+use super::diagnosis::Diagnosis;
 use super::event::{ChangeCause, Since};
 use super::finding::{Finding, FindingCounts, classify};
 use super::outcome::{LocalFault, ProbeResult, ProbeState};
@@ -59,6 +60,9 @@ pub struct AddressReport {
     /// `error` or not probed again yet: the change it names still stands).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change_cause: Option<Arc<ChangeCause>>,
+    /// Where it fails, from raw packets: shown while the address is still in the state it explains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Arc<Diagnosis>>,
 }
 
 impl AddressReport {
@@ -174,6 +178,8 @@ pub struct TargetInput<'a> {
     pub sessions: &'a BTreeMap<IpAddr, SessionReport>,
     /// Which sources (indices into the target's sources) publish each address and prefix.
     pub published_by: &'a PublishedBy,
+    /// The raw diagnosis of each address that failed since raw probes ran.
+    pub diagnoses: &'a BTreeMap<IpAddr, Arc<Diagnosis>>,
 }
 
 /// Evaluates every target. `inputs` and `sources` are in the order of `config.targets`.
@@ -224,6 +230,7 @@ fn bogus_report(target: &Target, ip: IpAddr, bogus: Bogus) -> AddressReport {
         published_by: Vec::new(),
         since: None,
         change_cause: None,
+        diagnosis: None,
     }
 }
 
@@ -270,6 +277,11 @@ fn evaluate_target(
                     .get(&ip)
                     .filter(|s| s.idle.is_some() || s.login.is_some())
                     .filter(|_| probe.as_ref().is_some_and(|p| p.state == ProbeState::Open))
+                    .cloned(),
+                diagnosis: input
+                    .diagnoses
+                    .get(&ip)
+                    .filter(|d| probe.as_ref().is_some_and(|p| p.state == d.state))
                     .cloned(),
                 probe,
                 finding,

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod cause;
 pub mod client_odds;
+pub mod diagnosis;
 pub mod dns_book;
 pub mod event;
 pub mod finding;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ipnet::IpNet;
 
 use super::audit::{self, PublishedBy, Report, TargetInput};
+use super::diagnosis::{self, Diagnosis, HEALTHY_SAMPLES};
 use super::dns_book::{Family, FamilyBooks};
 use super::event::Event;
 use super::list::{self, Validators};
@@ -205,6 +206,10 @@ pub struct TargetState {
     /// Which sources (indices into `sources`) publish each published address and prefix; shared,
     /// since it changes with the published set only and the state is copied for every snapshot.
     pub published_by: Arc<PublishedBy>,
+    /// The last raw diagnosis of each address that failed (`probe::raw`).
+    pub diagnoses: BTreeMap<IpAddr, Arc<Diagnosis>>,
+    /// The TTL of each address's last SYN-ACK seen by a raw probe: what its own resets must match.
+    pub syn_ack_ttls: BTreeMap<IpAddr, u8>,
 }
 
 fn published_by(
@@ -257,6 +262,18 @@ pub struct SessionJob {
     pub logged_in_before: bool,
 }
 
+/// One failing address to diagnose with raw packets, handed to the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagnosisJob {
+    pub target: TargetId,
+    pub ip: IpAddr,
+    pub state: ProbeState,
+    /// Its own SYN-ACK TTL from when it was open, if a raw probe saw one.
+    pub own_syn_ack_ttls: Vec<u8>,
+    /// Open addresses of the same target, whose SYN-ACKs a reset can be compared with.
+    pub healthy: Vec<IpAddr>,
+}
+
 /// When the last full sweep finished and how long it took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepStatus {
@@ -272,6 +289,8 @@ pub struct DaemonStatus {
     pub ready: bool,
     /// Whether the last configuration reload succeeded (true until one fails).
     pub reload_ok: bool,
+    /// Whether failing addresses get raw diagnosis (`CAP_NET_RAW` held, not turned off).
+    pub raw_probes: bool,
 }
 
 impl Default for DaemonStatus {
@@ -280,6 +299,7 @@ impl Default for DaemonStatus {
             sweep: SweepStatus::default(),
             ready: false,
             reload_ok: true,
+            raw_probes: false,
         }
     }
 }
@@ -443,6 +463,8 @@ impl State {
             carried.removed_total = previous.removed_total;
             carried.probe_errors.clone_from(&previous.probe_errors);
             carried.known_keys.clone_from(&previous.known_keys);
+            carried.diagnoses.clone_from(&previous.diagnoses);
+            carried.syn_ack_ttls.clone_from(&previous.syn_ack_ttls);
             // A reload that changed the account, or the hold, starts that check afresh; the other
             // keeps its schedule (a rejected login is not tried again because the hold changed).
             let (same_login, same_idle) = (
@@ -796,6 +818,69 @@ impl State {
         jobs
     }
 
+    /// The failing addresses whose raw diagnosis is due (`core::diagnosis::due`) and not still
+    /// running (`running(target, port, ip)`). Diagnoses of addresses no longer probed are forgotten.
+    pub fn take_due_diagnoses(
+        &mut self,
+        now: SystemTime,
+        running: impl Fn(&str, u16, IpAddr) -> bool,
+    ) -> Vec<DiagnosisJob> {
+        let interval = self.config.global.diagnosis.trace_interval;
+        let mut jobs = Vec::new();
+        for (index, (target, state)) in self.config.targets.iter().zip(&mut self.targets).enumerate() {
+            let probed = &state.probed;
+            state.diagnoses.retain(|ip, _| probed.contains(ip));
+            state.syn_ack_ttls.retain(|ip, _| probed.contains(ip));
+            let healthy = |v4: bool| -> Vec<IpAddr> {
+                state
+                    .results
+                    .iter()
+                    .filter(|(ip, r)| r.state == ProbeState::Open && ip.is_ipv4() == v4)
+                    .map(|(ip, _)| *ip)
+                    .take(HEALTHY_SAMPLES)
+                    .collect()
+            };
+            let (healthy_v4, healthy_v6) = (healthy(true), healthy(false));
+            for (ip, result) in &state.results {
+                if !diagnosis::due(result.state, state.diagnoses.get(ip).map(AsRef::as_ref), now, interval)
+                    || running(&target.name, target.port, *ip)
+                {
+                    continue;
+                }
+                jobs.push(DiagnosisJob {
+                    target: TargetId(index),
+                    ip: *ip,
+                    state: result.state,
+                    own_syn_ack_ttls: state.syn_ack_ttls.get(ip).copied().into_iter().collect(),
+                    // A reset over IPv6 is compared with IPv6 SYN-ACKs: another family may be
+                    // another path.
+                    healthy: if ip.is_ipv4() {
+                        healthy_v4.clone()
+                    } else {
+                        healthy_v6.clone()
+                    },
+                });
+            }
+        }
+        jobs
+    }
+
+    /// Stores a raw diagnosis, and the SYN-ACK TTLs learnt while making it, unless the address
+    /// left the probed set meanwhile.
+    pub fn record_diagnosis(&mut self, id: TargetId, ip: IpAddr, diagnosis: Diagnosis, syn_acks: &[(IpAddr, u8)]) {
+        let Some(state) = self.targets.get_mut(id.0) else {
+            return;
+        };
+        for &(address, ttl) in syn_acks {
+            if state.probed.contains(&address) {
+                state.syn_ack_ttls.insert(address, ttl);
+            }
+        }
+        if state.probed.contains(&ip) {
+            state.diagnoses.insert(ip, Arc::new(diagnosis));
+        }
+    }
+
     /// Stores how an idle hold ended, unless the address left the probed set meanwhile or a
     /// reload changed the hold it was made under.
     pub fn record_idle(&mut self, id: TargetId, ip: IpAddr, result: IdleResult, made_under: Option<IdlePolicy>) {
@@ -891,6 +976,7 @@ impl State {
                 ssh: &t.ssh,
                 sessions: &t.sessions,
                 published_by: &t.published_by,
+                diagnoses: &t.diagnoses,
             })
             .collect();
         let sources = self

@@ -8,6 +8,7 @@
 //! local fault (EMFILE) be injected; [`Os`] is the real one.
 
 pub mod banner;
+pub mod raw;
 pub mod ssh;
 pub mod tcp;
 

@@ -1,0 +1,312 @@
+//! Raw-packet diagnosis of failing addresses: our own SYNs (pnet builds them, a raw IP socket
+//! sends them with the TTL we choose) and the replies, read from packet sockets so the IP header
+//! (TTL, hop limit, the ICMP's source) is there for both families.
+//!
+//! Why packet sockets for receiving and not pnet's transport channel: an IPv6 raw socket never
+//! hands over the IPv6 header, so a reset's hop limit would need ancillary data that pnet does
+//! not read. `AF_PACKET` in datagram mode gives the whole IP packet of both families, and the
+//! classic BPF filter in `packet.rs` (our source ports, ICMP errors) keeps every other packet
+//! of the host in the kernel. The sockets are `socket2`'s; each receiving one has a thread that
+//! blocks in the kernel until a reply passes the filter (tokio's `AsyncFd` would need `unsafe`
+//! to register a raw descriptor soundly, and two idle threads cost nothing).
+//!
+//! Needs `CAP_NET_RAW`; without it [`RawProber::open`] says so and everything else runs as before.
+
+pub mod diagnose;
+pub mod packet;
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand_core::{OsRng, RngCore};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::core::diagnosis::Reply;
+use packet::{Key, PORT_BASE, PORT_COUNT, Proof};
+
+/// Pause between two SYNs of one batch (a trace's hops): a burst of 30 is no flood, but a
+/// router's ICMP rate limit answers a spaced batch better.
+const SEND_SPACING: Duration = Duration::from_millis(2);
+
+/// Why raw diagnosis is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// This process does not hold `CAP_NET_RAW`.
+    NoCapability,
+    /// Raw sockets failed for another reason (the kernel's message).
+    Failed(String),
+}
+
+impl Unavailable {
+    /// The startup line: what is off and how to turn it on.
+    pub fn explain(&self) -> String {
+        match self {
+            Self::NoCapability => "raw diagnosis off: this process lacks CAP_NET_RAW, so failing addresses are not traced and resets are not told apart. Enable it without running as root: `setcap cap_net_raw+ep /usr/bin/whitelist-audit`, `--cap-add NET_RAW` for the container, or `AmbientCapabilities=CAP_NET_RAW` in the systemd unit".to_string(),
+            Self::Failed(why) => format!("raw diagnosis off: raw sockets failed ({why})"),
+        }
+    }
+}
+
+struct Waiter {
+    seq: u32,
+    tag: usize,
+    replies: mpsc::UnboundedSender<(usize, Reply)>,
+}
+
+type Waiting = Mutex<HashMap<Key, Waiter>>;
+
+/// Reads one family's packet into a reply to one of our SYNs, if it is one.
+type Parser = fn(&[u8]) -> Option<(Key, Proof, Reply)>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends SYNs and hands each reply to the probe that waits for it.
+pub struct RawProber {
+    send_v4: Option<Mutex<Socket>>,
+    send_v6: Option<Mutex<Socket>>,
+    waiting: Arc<Waiting>,
+    next_port: AtomicU16,
+    /// Tells the receiving threads to end (they notice within [`RECEIVE_POLL`]).
+    stop: Arc<AtomicBool>,
+}
+
+/// How long a receiving thread blocks before it looks at `stop`.
+const RECEIVE_POLL: Duration = Duration::from_millis(500);
+
+impl Drop for RawProber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for RawProber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawProber")
+            .field("ipv4", &self.send_v4.is_some())
+            .field("ipv6", &self.send_v6.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn classify_open_error(error: &io::Error) -> Unavailable {
+    if error.kind() == io::ErrorKind::PermissionDenied {
+        Unavailable::NoCapability
+    } else {
+        Unavailable::Failed(error.to_string())
+    }
+}
+
+/// The sending socket of one family: a raw TCP socket that the kernel fills an IP header in.
+fn sender(domain: Domain) -> io::Result<Socket> {
+    let socket = Socket::new(domain, Type::RAW, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.attach_filter(&packet::filter_nothing())?;
+    Ok(socket)
+}
+
+/// The receiving socket of one family: every IP packet of the host, filtered in the kernel.
+fn receiver(ethertype: u16, filter: &[socket2::SockFilter]) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::PACKET,
+        Type::DGRAM,
+        Some(Protocol::from(i32::from(ethertype.to_be()))),
+    )?;
+    socket.attach_filter(filter)?;
+    socket.set_read_timeout(Some(RECEIVE_POLL))?;
+    Ok(socket)
+}
+
+impl RawProber {
+    /// Opens the sockets of both families (a family the host lacks is left out) and starts
+    /// reading replies.
+    pub fn open() -> Result<Self, Unavailable> {
+        let send_v4 = sender(Domain::IPV4).map_err(|e| classify_open_error(&e))?;
+        let receive_v4 = receiver(0x0800, &packet::filter_v4()).map_err(|e| classify_open_error(&e))?;
+        let waiting: Arc<Waiting> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_receiver("raw-receive-v4", receive_v4, packet::parse_v4, &waiting, &stop)?;
+        // A host without IPv6 probes IPv4 only; its IPv6 addresses fail as `unreachable` anyway.
+        let send_v6 = match (sender(Domain::IPV6), receiver(0x86dd, &packet::filter_v6())) {
+            (Ok(send), Ok(receive)) => {
+                spawn_receiver("raw-receive-v6", receive, packet::parse_v6, &waiting, &stop)?;
+                Some(Mutex::new(send))
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::info!(error = %e, "raw diagnosis: no IPv6 raw sockets; IPv6 addresses are not diagnosed");
+                None
+            }
+        };
+        Ok(Self {
+            send_v4: Some(Mutex::new(send_v4)),
+            send_v6,
+            waiting,
+            next_port: AtomicU16::new(u16::try_from(OsRng.next_u32() % u32::from(PORT_COUNT)).unwrap_or(0)),
+            stop,
+        })
+    }
+
+    /// Sends one SYN to `destination` per TTL in `ttls` and waits up to `wait` after the last
+    /// for their replies: one entry per TTL, `None` where nothing came.
+    pub async fn send(
+        &self,
+        source: IpAddr,
+        destination: SocketAddr,
+        ttls: &[u8],
+        wait: Duration,
+    ) -> io::Result<Vec<Option<Reply>>> {
+        let socket = match destination {
+            SocketAddr::V4(_) => self.send_v4.as_ref(),
+            SocketAddr::V6(_) => self.send_v6.as_ref(),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no raw socket for this address family"))?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut registered = Registered {
+            waiting: &self.waiting,
+            keys: Vec::with_capacity(ttls.len()),
+        };
+        let mut probes = Vec::with_capacity(ttls.len());
+        for (tag, &ttl) in ttls.iter().enumerate() {
+            let seq = OsRng.next_u32();
+            let key = registered.register(&self.next_port, destination, seq, tag, &tx)?;
+            probes.push((key.local_port, seq, ttl));
+        }
+        for (i, &(local_port, seq, ttl)) in probes.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(SEND_SPACING).await;
+            }
+            let segment = packet::syn(source, destination, local_port, seq);
+            let target = SockAddr::from(SocketAddr::new(destination.ip(), 0));
+            // The TTL is a socket option: set and send under one lock, so batches of other
+            // probes never send with ours.
+            let socket = lock(socket);
+            match destination {
+                SocketAddr::V4(_) => socket.set_ttl_v4(u32::from(ttl))?,
+                SocketAddr::V6(_) => socket.set_unicast_hops_v6(u32::from(ttl))?,
+            }
+            socket.send_to(&segment, &target)?;
+        }
+        drop(tx);
+        let mut replies = vec![None; ttls.len()];
+        let mut missing = ttls.len();
+        let deadline = Instant::now() + wait;
+        while missing > 0 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((tag, reply))) => {
+                    if replies[tag].is_none() {
+                        replies[tag] = Some(reply);
+                        missing -= 1;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(replies)
+    }
+}
+
+/// The probes of one batch, unregistered when the batch ends however it ends.
+struct Registered<'a> {
+    waiting: &'a Waiting,
+    keys: Vec<Key>,
+}
+
+impl Registered<'_> {
+    fn register(
+        &mut self,
+        next_port: &AtomicU16,
+        destination: SocketAddr,
+        seq: u32,
+        tag: usize,
+        replies: &mpsc::UnboundedSender<(usize, Reply)>,
+    ) -> io::Result<Key> {
+        let mut waiting = lock(self.waiting);
+        for _ in 0..PORT_COUNT {
+            let offset = next_port.fetch_add(1, Ordering::Relaxed) % PORT_COUNT;
+            let key = Key {
+                remote: destination.ip(),
+                remote_port: destination.port(),
+                local_port: PORT_BASE + offset,
+            };
+            if let std::collections::hash_map::Entry::Vacant(slot) = waiting.entry(key) {
+                slot.insert(Waiter {
+                    seq,
+                    tag,
+                    replies: replies.clone(),
+                });
+                self.keys.push(key);
+                return Ok(key);
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "every raw probe port is waiting for a reply",
+        ))
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut waiting = lock(self.waiting);
+        for key in &self.keys {
+            waiting.remove(key);
+        }
+    }
+}
+
+fn spawn_receiver(
+    name: &str,
+    socket: Socket,
+    parse: Parser,
+    waiting: &Arc<Waiting>,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), Unavailable> {
+    let (waiting, stop) = (Arc::clone(waiting), Arc::clone(stop));
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let mut buffer = vec![0u8; 2048];
+            let mut socket = &socket;
+            while !stop.load(Ordering::Relaxed) {
+                match socket.read(&mut buffer) {
+                    Ok(length) => deliver(&waiting, parse(&buffer[..length])),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "raw diagnosis: the receive socket failed; replies are no longer read");
+                        return;
+                    }
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| Unavailable::Failed(e.to_string()))
+}
+
+fn deliver(waiting: &Waiting, heard: Option<(Key, Proof, Reply)>) {
+    let Some((key, proof, reply)) = heard else {
+        return;
+    };
+    let waiting = lock(waiting);
+    if let Some(waiter) = waiting.get(&key).filter(|w| proof.matches(w.seq)) {
+        let _ = waiter.replies.send((waiter.tag, reply));
+    }
+}
+
+/// The address this host sends from toward `destination`, as its routing table picks it (a
+/// UDP socket's connect sends nothing).
+pub fn source_for(destination: SocketAddr) -> io::Result<IpAddr> {
+    let bind: SocketAddr = match destination {
+        SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("a socket address"),
+        SocketAddr::V6(_) => "[::]:0".parse().expect("a socket address"),
+    };
+    let socket = UdpSocket::bind(bind)?;
+    socket.connect(destination)?;
+    Ok(socket.local_addr()?.ip())
+}
