@@ -198,6 +198,14 @@ label_set!(
     CauseLabels { target: &'a str, ip: Ip, port: u16, cause: &'static str }
 );
 label_set!(
+    /// Who rejected one address, as raw diagnosis saw it.
+    RejectedByLabels { target: &'a str, ip: Ip, port: u16, rejected_by: &'a str, kind: &'static str }
+);
+label_set!(
+    /// The last hop that answered before one address's SYNs went silent.
+    LastHopLabels { target: &'a str, ip: Ip, port: u16, hop: u8, hop_ip: Ip }
+);
+label_set!(
     /// One SSH problem of one address.
     SshProblemLabels { target: &'a str, ip: Ip, port: u16, problem: &'static str }
 );
@@ -330,6 +338,56 @@ fn encode_change_causes(addresses: &[&AddressReport], e: &mut DescriptorEncoder)
     )
 }
 
+/// Where failing addresses fail, from raw diagnosis (while the address is in the state explained).
+fn encode_diagnoses(addresses: &[&AddressReport], e: &mut DescriptorEncoder) -> fmt::Result {
+    let diagnosed = || addresses.iter().filter_map(|a| a.diagnosis.as_ref().map(|d| (*a, d)));
+    let rejectors: Vec<(&AddressReport, String, &'static str)> = diagnosed()
+        .filter_map(|(a, d)| {
+            let kind = d.reject_kind?;
+            // A forged reset whose device did not name itself is still a middlebox's.
+            let by = d.rejected_by.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+            Some((a, by, kind.as_label()))
+        })
+        .collect();
+    gauge(
+        e,
+        "whitelist_audit_ip_rejected_by_info",
+        "1 for a failing address that something rejected: rejected_by is the source of the ICMP unreachable, the server for its own reset (kind tcp_reset), or the hop a forged reset came from (kind rst_from_middlebox; unknown when that hop stays silent); kind is admin_prohibited, port_unreachable, host_unreachable, net_unreachable, tcp_reset or rst_from_middlebox. Needs raw diagnosis (whitelist_audit_raw_probes_enabled).",
+        rejectors.iter().map(|(a, by, kind)| {
+            let labels = RejectedByLabels {
+                target: &a.target,
+                ip: Ip(a.ip),
+                port: a.port,
+                rejected_by: by,
+                kind,
+            };
+            (labels, 1.0)
+        }),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_ip_path_last_hop",
+        "For a timed-out address, the last hop that answered a TCP traceroute before the path went silent (hop 0 and this host's address when none did); the value is the hop number. Needs raw diagnosis.",
+        diagnosed().filter_map(|(a, d)| {
+            let last = d.dropped_after_hop?;
+            let labels = LastHopLabels {
+                target: &a.target,
+                ip: Ip(a.ip),
+                port: a.port,
+                hop: last.hop,
+                hop_ip: Ip(last.hop_ip),
+            };
+            Some((labels, f64::from(last.hop)))
+        }),
+    )?;
+    gauge(
+        e,
+        "whitelist_audit_ip_reply_ttl",
+        "TTL (hop limit) of the raw reply to a failing address's SYN: its reset, SYN-ACK or ICMP unreachable. Needs raw diagnosis.",
+        diagnosed().filter_map(|(a, d)| Some((at(a), f64::from(d.reply_ttl?)))),
+    )
+}
+
 /// The per-address families.
 fn encode_addresses(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     let addresses: Vec<&AddressReport> = report.targets.iter().flat_map(|t| &t.addresses).collect();
@@ -383,6 +441,7 @@ fn encode_addresses(report: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         probed().filter_map(|(a, _)| Some((at(a), unix_seconds(a.since.as_ref()?.state)))),
     )?;
     encode_change_causes(&addresses, e)?;
+    encode_diagnoses(&addresses, e)?;
     gauge(
         e,
         "whitelist_audit_ip_published",
@@ -803,6 +862,12 @@ fn encode_daemon(status: DaemonStatus, e: &mut DescriptorEncoder) -> fmt::Result
         "whitelist_audit_config_last_reload_successful",
         "1 if the last configuration reload succeeded, else 0.",
         Some(flag(status.reload_ok)),
+    )?;
+    single(
+        e,
+        "whitelist_audit_raw_probes_enabled",
+        "1 if failing addresses get raw diagnosis (who rejected, forged resets, the hop where drops start); 0 when global.diagnosis.raw_probes is off or the process lacks CAP_NET_RAW.",
+        Some(flag(status.raw_probes)),
     )?;
     gauge(
         e,

@@ -225,7 +225,7 @@ pub fn json(report: &Report) -> String {
     serde_json::to_string_pretty(&view).expect("report serializes") + "\n"
 }
 
-fn row(address: &AddressReport) -> [String; 10] {
+fn row(address: &AddressReport) -> [String; 11] {
     let (state, latency, attempts, mut detail) = match &address.probe {
         Some(p) => (
             p.state.as_label().to_string(),
@@ -265,8 +265,25 @@ fn row(address: &AddressReport) -> [String; 10] {
         latency,
         attempts,
         address.finding.map_or("-", Finding::as_label).into(),
+        address
+            .diagnosis
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |d| d.short()),
         detail,
     ]
+}
+
+/// A line per diagnosed address with the whole story (the table's column has its gist).
+fn diagnosis_lines(report: &Report, out: &mut String) {
+    for address in report.targets.iter().flat_map(|t| &t.addresses) {
+        if let Some(diagnosis) = &address.diagnosis {
+            let _ = writeln!(
+                out,
+                "diagnosis: {} {}: {}",
+                address.target, address.ip, diagnosis.summary
+            );
+        }
+    }
 }
 
 /// A line per failed source and per target with nothing to probe: the table alone would hide them.
@@ -497,9 +514,10 @@ pub fn table(report: &Report) -> String {
         "LATENCY",
         "ATTEMPTS",
         "FINDING",
+        "DIAGNOSIS",
         "DETAIL",
     ];
-    let rows: Vec<[String; 10]> = report.targets.iter().flat_map(|t| &t.addresses).map(row).collect();
+    let rows: Vec<[String; 11]> = report.targets.iter().flat_map(|t| &t.addresses).map(row).collect();
     let mut widths = header.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -524,6 +542,7 @@ pub fn table(report: &Report) -> String {
         line(&row.each_ref().map(String::as_str));
     }
     warnings(report, &mut out);
+    diagnosis_lines(report, &mut out);
     ssh_lines(report, &mut out);
     session_lines(report, &mut out);
     client_lines(report, &mut out);

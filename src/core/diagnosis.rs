@@ -166,8 +166,10 @@ pub struct Evidence {
     pub direct: Option<Reply>,
     /// SYN-ACK TTLs of the server: this address when it was open, else the target's healthy ones.
     pub server_ttls: Vec<u8>,
-    /// The hop where a forged reset came from, when a SYN with just enough TTL found it.
-    pub reset_hop: Option<IpAddr>,
+    /// The answer to a SYN sent with just enough TTL to reach where a reset came from: time
+    /// exceeded names a router there (it forwards, so the reset is its filter's), a reset of its
+    /// own says the reset came from the end of the path.
+    pub reset_hop: Option<Reply>,
     /// The TCP traceroute, when the SYN went unanswered.
     pub trace: Option<Trace>,
     /// The packets could not be sent (this host's own firewall, no route): why.
@@ -195,6 +197,25 @@ pub struct Diagnosis {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped_after_hop: Option<LastHop>,
     pub summary: String,
+}
+
+impl Diagnosis {
+    /// Its gist, for a table column.
+    pub fn short(&self) -> String {
+        match (self.reject_kind, self.rejected_by, self.dropped_after_hop) {
+            (Some(RejectKind::TcpReset), _, _) if self.summary.starts_with("reset by") => {
+                "reset by the server".to_string()
+            }
+            (Some(RejectKind::TcpReset), _, _) => "reset, origin untold".to_string(),
+            (Some(RejectKind::RstFromMiddlebox), Some(by), _) => format!("reset forged by {by}"),
+            (Some(RejectKind::RstFromMiddlebox), None, _) => "reset forged on the path".to_string(),
+            (Some(kind), Some(by), _) => format!("rejected by {by} ({})", kind.as_label()),
+            (_, _, Some(last)) if last.hop == 0 => "dropped before hop 1".to_string(),
+            (_, _, Some(last)) => format!("dropped after hop {} ({})", last.hop, last.hop_ip),
+            _ if self.reply_ttl.is_some() => "answers raw SYNs now".to_string(),
+            _ => "-".to_string(),
+        }
+    }
 }
 
 /// Judges the evidence: who rejected, whether a reset was forged, where a drop happens.
@@ -259,14 +280,19 @@ fn judge_reset(evidence: &Evidence, ttl: u8, margin: u8, diagnosis: &mut Diagnos
         .iter()
         .copied()
         .min_by_key(|&server| hops_travelled(server).abs_diff(hops_travelled(ttl)));
-    match reset_is_forged(ttl, &evidence.server_ttls, margin) {
+    let router = match evidence.reset_hop {
+        Some(Reply::TimeExceeded { from, .. }) => Some(from),
+        _ => None,
+    };
+    let hop = hops_travelled(ttl).saturating_add(1);
+    let forged = reset_is_forged(ttl, &evidence.server_ttls, margin);
+    match forged {
         Some(true) => {
             diagnosis.reject_kind = Some(RejectKind::RstFromMiddlebox);
-            diagnosis.rejected_by = evidence.reset_hop;
+            diagnosis.rejected_by = router;
             let server = diagnosis.server_ttl.unwrap_or_default();
             let mut summary = format!("reset forged by a middlebox: TTL {ttl}, the server's SYN-ACKs {server}");
-            let hop = hops_travelled(ttl) + 1;
-            match evidence.reset_hop {
+            match router {
                 Some(at) => {
                     let _ = write!(summary, "; it sits at hop {hop} ({at})");
                 }
@@ -275,6 +301,22 @@ fn judge_reset(evidence: &Evidence, ttl: u8, margin: u8, diagnosis: &mut Diagnos
                 }
             }
             diagnosis.summary = summary;
+        }
+        // No SYN-ACK to compare with (every address of the target refuses): where the reset came
+        // from tells. A router there forwards SYNs, so it forged the reset.
+        None if router.is_some() => {
+            let at = router.expect("matched");
+            diagnosis.reject_kind = Some(RejectKind::RstFromMiddlebox);
+            diagnosis.rejected_by = router;
+            diagnosis.summary = format!(
+                "reset forged by a middlebox: TTL {ttl} puts its sender at hop {hop}, and {at} there is a router (it answered time exceeded)"
+            );
+        }
+        None if matches!(evidence.reset_hop, Some(Reply::Reset { .. })) => {
+            diagnosis.reject_kind = Some(RejectKind::TcpReset);
+            diagnosis.summary = format!(
+                "reset by the end host: TTL {ttl} puts its sender at hop {hop}, where a SYN is reset, not forwarded: the port is closed there (no SYN-ACK of this target to compare with)"
+            );
         }
         Some(false) => {
             diagnosis.reject_kind = Some(RejectKind::TcpReset);
@@ -391,13 +433,27 @@ mod tests {
         assert_eq!((server.reply_ttl, server.server_ttl), (Some(62), Some(62)));
 
         e.direct = Some(Reply::Reset { ttl: 63 });
-        e.reset_hop = Some(ip("203.0.113.2"));
+        e.reset_hop = Some(Reply::TimeExceeded {
+            from: ip("203.0.113.2"),
+            ttl: 63,
+        });
         let forged = diagnose(&e, SystemTime::UNIX_EPOCH, 0);
         assert_eq!(forged.reject_kind, Some(RejectKind::RstFromMiddlebox));
         assert_eq!(forged.rejected_by, Some(ip("203.0.113.2")));
         assert!(forged.summary.contains("hop 2 (203.0.113.2)"), "{}", forged.summary);
 
+        // No SYN-ACK to compare with: a router where the reset came from forged it...
         e.server_ttls.clear();
+        let routed = diagnose(&e, SystemTime::UNIX_EPOCH, 0);
+        assert_eq!(routed.reject_kind, Some(RejectKind::RstFromMiddlebox));
+        assert_eq!(routed.rejected_by, Some(ip("203.0.113.2")));
+        // ...an end host there that resets the SYN is the server itself...
+        e.reset_hop = Some(Reply::Reset { ttl: 62 });
+        let end = diagnose(&e, SystemTime::UNIX_EPOCH, 0);
+        assert_eq!(end.reject_kind, Some(RejectKind::TcpReset));
+        assert_eq!(end.rejected_by, Some(ip("192.0.2.15")));
+        // ...and silence there tells nothing.
+        e.reset_hop = None;
         let alone = diagnose(&e, SystemTime::UNIX_EPOCH, 0);
         assert_eq!(alone.reject_kind, Some(RejectKind::TcpReset));
         assert!(alone.summary.contains("cannot be told"), "{}", alone.summary);

@@ -93,12 +93,11 @@ async fn gather(
         Some(Reply::SynAck { ttl }) => syn_acks.push((destination.ip(), ttl)),
         Some(Reply::Reset { ttl }) => {
             evidence.server_ttls = server_ttls(raw, job, wait, syn_acks).await;
-            if diagnosis::reset_is_forged(ttl, &evidence.server_ttls, settings.ttl_margin) == Some(true) {
-                // A SYN that expires where the reset came from makes that device name itself.
+            // Without SYN-ACKs to compare with, or with a reset that does not match them: a SYN
+            // that expires where the reset came from makes a router there name itself.
+            if diagnosis::reset_is_forged(ttl, &evidence.server_ttls, settings.ttl_margin) != Some(false) {
                 let hop = diagnosis::hops_travelled(ttl).saturating_add(1);
-                if let Some(Reply::TimeExceeded { from, .. }) = raw.send(source, destination, &[hop], wait).await?[0] {
-                    evidence.reset_hop = Some(from);
-                }
+                evidence.reset_hop = raw.send(source, destination, &[hop], wait).await?[0];
             }
         }
         Some(Reply::Unreachable { .. } | Reply::TimeExceeded { .. }) => {}
