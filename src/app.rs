@@ -517,10 +517,17 @@ pub fn start_diagnoses(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
             let _slot = shared.diagnosis_slots.acquire().await.expect("diagnosis semaphore closed");
             let outcome = raw::diagnose::run(&prober, &work, &settings, wait).await;
             let (name, port, ip) = &guard.key;
-            tracing::info!(target = %name, %ip, state = work.state.as_label(), diagnosis = %outcome.diagnosis.summary, "raw diagnosis");
+            let summary = outcome.diagnosis.summary.clone();
+            let mut new = false;
             shared.update_target(name, *port, |state, id| {
-                state.record_diagnosis(id, *ip, outcome.diagnosis, &outcome.syn_acks);
+                new = state.record_diagnosis(id, *ip, outcome.diagnosis, &outcome.syn_acks);
             });
+            // Said once; the same diagnosis again every trace_interval is no news.
+            if new {
+                tracing::info!(target = %name, %ip, state = work.state.as_label(), diagnosis = %summary, "raw diagnosis");
+            } else {
+                tracing::debug!(target = %name, %ip, diagnosis = %summary, "raw diagnosis unchanged");
+            }
             drop(guard);
         });
     }

@@ -247,6 +247,14 @@ pub fn diagnose(evidence: &Evidence, at: SystemTime, margin: u8) -> Diagnosis {
             diagnosis.reject_kind = Some(kind);
             diagnosis.reply_ttl = Some(ttl);
             diagnosis.summary = format!("rejected by {from} ({})", kind.as_label());
+            if evidence.state == ProbeState::Timeout {
+                // Linux acts on an ICMP error only when the connect() does not hold the socket
+                // (ICMPv6 often arrives while it does), so the rejection may end only the
+                // retransmitted SYN, a second later.
+                diagnosis.summary.push_str(
+                    "; the connect timed out before the kernel acted on it (it may wait for the SYN retransmitted after 1 s): a global.timeout of 2s or more reports this address unreachable or refused",
+                );
+            }
         }
         Some(Reply::Reset { ttl }) => judge_reset(evidence, ttl, margin, &mut diagnosis),
         Some(Reply::SynAck { ttl }) => {

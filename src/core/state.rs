@@ -866,19 +866,31 @@ impl State {
     }
 
     /// Stores a raw diagnosis, and the SYN-ACK TTLs learnt while making it, unless the address
-    /// left the probed set meanwhile.
-    pub fn record_diagnosis(&mut self, id: TargetId, ip: IpAddr, diagnosis: Diagnosis, syn_acks: &[(IpAddr, u8)]) {
+    /// left the probed set meanwhile. Whether it says something new (worth a log line).
+    pub fn record_diagnosis(
+        &mut self,
+        id: TargetId,
+        ip: IpAddr,
+        diagnosis: Diagnosis,
+        syn_acks: &[(IpAddr, u8)],
+    ) -> bool {
         let Some(state) = self.targets.get_mut(id.0) else {
-            return;
+            return false;
         };
         for &(address, ttl) in syn_acks {
             if state.probed.contains(&address) {
                 state.syn_ack_ttls.insert(address, ttl);
             }
         }
-        if state.probed.contains(&ip) {
-            state.diagnoses.insert(ip, Arc::new(diagnosis));
+        if !state.probed.contains(&ip) {
+            return false;
         }
+        let new = state
+            .diagnoses
+            .get(&ip)
+            .is_none_or(|last| last.summary != diagnosis.summary);
+        state.diagnoses.insert(ip, Arc::new(diagnosis));
+        new
     }
 
     /// Stores how an idle hold ended, unless the address left the probed set meanwhile or a
