@@ -158,6 +158,13 @@ impl Lab {
         for ns in lab.namespaces() {
             sh("ip", &["netns", "add", ns]);
             lab.run(ns, &["ip", "link", "set", "lo", "up"]);
+            if chain {
+                // Links made from now on skip duplicate address detection: a link-local address
+                // stays tentative for a second or two, and neighbour discovery sends nothing
+                // from a tentative one, so a chain's first IPv6 packets would be lost at each
+                // hop that still has to find its neighbour.
+                lab.run(ns, &["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+            }
         }
         // The client's first hop: router A in a chain, else the firewall itself.
         let first_hop = lab.router.as_ref().unwrap_or(&lab.firewall);
@@ -203,8 +210,37 @@ impl Lab {
                 lab.run(ns, &["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]);
                 lab.run(ns, &["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"]);
             }
+            // A new link gets its IPv6 link-local address (the source of neighbour discovery)
+            // only once the kernel has seen its carrier, which it batches up to a second when
+            // many links change: until then a hop drops what it has to forward. A chain is
+            // handed over once packets cross it both ways.
+            lab.wait_reachable(&["192.0.2.250", "2001:db8:2::fa"]);
         }
         lab
+    }
+
+    /// Waits (bounded) until a TCP SYN from the client to each of `addresses` (port 9, where
+    /// nothing listens) is answered: the path works both ways.
+    pub fn wait_reachable(&self, addresses: &[&str]) {
+        let script = "import socket, sys\n\
+            for address in sys.argv[1:]:\n\
+            \x20   for attempt in range(100):\n\
+            \x20       s = socket.socket(socket.AF_INET6 if ':' in address else socket.AF_INET)\n\
+            \x20       s.settimeout(0.1)\n\
+            \x20       try:\n\
+            \x20           s.connect((address, 9))\n\
+            \x20           break\n\
+            \x20       except (ConnectionRefusedError, ConnectionResetError):\n\
+            \x20           break\n\
+            \x20       except OSError:\n\
+            \x20           pass\n\
+            \x20       finally:\n\
+            \x20           s.close()\n\
+            \x20   else:\n\
+            \x20       sys.exit(f'{address} does not answer')\n";
+        let mut args = vec!["timeout", "30", "python3", "-c", script];
+        args.extend_from_slice(addresses);
+        self.run(&self.client, &args);
     }
 
     /// Every namespace of the lab.
