@@ -348,7 +348,7 @@ fn check_diagnoses(family: &Family) -> Lab {
 
 #[test]
 fn ipv4_check_names_who_rejected_and_where_it_drops() {
-    if !lab_allowed("ipv4_check_names_who_rejected_and_where_it_drops") || !nft_allowed() {
+    if !lab_allowed("ipv4_check_names_who_rejected_and_where_it_drops") || !chain_tools_allowed() {
         return;
     }
     let lab = check_diagnoses(&V4);
@@ -370,13 +370,14 @@ fn ipv4_check_names_who_rejected_and_where_it_drops() {
 
 #[test]
 fn ipv6_check_names_who_rejected_and_where_it_drops() {
-    if !lab_allowed("ipv6_check_names_who_rejected_and_where_it_drops") || !nft_allowed() {
+    if !lab_allowed("ipv6_check_names_who_rejected_and_where_it_drops") || !chain_tools_allowed() {
         return;
     }
     check_diagnoses(&V6);
 }
 
-fn nft_allowed() -> bool {
+/// nft (router B's port-unreachable rule) and setpriv (dropping `CAP_NET_RAW`), beyond the lab's tools.
+fn chain_tools_allowed() -> bool {
     tools_allowed("diagnosis lab", &["nft", "setpriv"])
 }
 
@@ -397,7 +398,7 @@ fn capabilities(lab: &Lab, wrapper: &[&str]) -> [u64; 4] {
 
 #[test]
 fn without_cap_net_raw_everything_but_the_diagnosis_works() {
-    if !lab_allowed("without_cap_net_raw_everything_but_the_diagnosis_works") || !nft_allowed() {
+    if !lab_allowed("without_cap_net_raw_everything_but_the_diagnosis_works") || !chain_tools_allowed() {
         return;
     }
     let mut lab = build_lab();
@@ -476,7 +477,7 @@ fn without_cap_net_raw_everything_but_the_diagnosis_works() {
 
 #[test]
 fn serve_exports_where_it_breaks() {
-    if !lab_allowed("serve_exports_where_it_breaks") || !nft_allowed() {
+    if !lab_allowed("serve_exports_where_it_breaks") || !chain_tools_allowed() {
         return;
     }
     let mut lab = build_lab();
@@ -582,7 +583,7 @@ fn tcp(kind: &str, from: &str, ttl: u64) -> Value {
 /// diagnosis compares.
 #[test]
 fn chain_lab_answers_as_the_diagnosis_expects() {
-    if !lab_allowed("chain_lab_answers_as_the_diagnosis_expects") || !nft_allowed() {
+    if !lab_allowed("chain_lab_answers_as_the_diagnosis_expects") || !chain_tools_allowed() {
         return;
     }
     let lab = build_lab();
