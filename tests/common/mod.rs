@@ -97,17 +97,32 @@ pub fn sh(program: &str, args: &[&str]) -> Output {
     output
 }
 
-/// Three namespaces: client -- firewall -- server.
+/// Joins two namespaces with a veth pair: `(namespace, link name)` on each side.
+fn veth(a: (&str, &str), b: (&str, &str)) {
+    sh(
+        "ip",
+        &[
+            "link", "add", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns", b.0,
+        ],
+    );
+}
+
+/// Three namespaces: client -- firewall -- server; or, from [`Lab::chain`], four: client --
+/// router A -- firewall (router B) -- server.
 ///
 /// ```text
-/// client:   198.51.100.2/24, 2001:db8:1::2/64, default via the firewall
+/// client:   198.51.100.2/24, 2001:db8:1::2/64, default via the firewall (chain: via router A)
+/// router A: 198.51.100.1/24, 2001:db8:1::1/64 | 203.0.113.1/24, 2001:db8:3::1/64, forwarding (chain only)
 /// firewall: 198.51.100.1/24, 2001:db8:1::1/64 | 192.0.2.254/24, 2001:db8:2::fe/64, forwarding
+///           (chain: 203.0.113.2/24, 2001:db8:3::2/64 towards router A, its default route)
 /// server:   192.0.2.0/24 and 2001:db8:2::/64 addresses added by the test, default via the firewall
 /// ```
 pub struct Lab {
     pub client: String,
     pub firewall: String,
     pub server: String,
+    /// Router A, between the client and the firewall (router B): only in [`Lab::chain`].
+    pub router: Option<String>,
     pub dir: PathBuf,
     children: Vec<Child>,
 }
@@ -115,6 +130,16 @@ pub struct Lab {
 impl Lab {
     /// Builds the three namespaces and their links.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// Builds four namespaces: the client reaches the firewall (router B) through router A, so a
+    /// path has two hops that can answer (time-exceeded, ICMP unreachable, a reset).
+    pub fn chain() -> Self {
+        Self::build(true)
+    }
+
+    fn build(chain: bool) -> Self {
         let id = format!(
             "{}{}",
             std::process::id() % 100_000,
@@ -126,76 +151,119 @@ impl Lab {
             client: format!("wla{id}c"),
             firewall: format!("wla{id}f"),
             server: format!("wla{id}s"),
+            router: chain.then(|| format!("wla{id}r")),
             dir,
             children: Vec::new(),
         };
-        for ns in [&lab.client, &lab.firewall, &lab.server] {
+        for ns in lab.namespaces() {
             sh("ip", &["netns", "add", ns]);
             lab.run(ns, &["ip", "link", "set", "lo", "up"]);
+            if chain {
+                // Links made from now on skip duplicate address detection: a link-local address
+                // stays tentative for a second or two, and neighbour discovery sends nothing
+                // from a tentative one, so a chain's first IPv6 packets would be lost at each
+                // hop that still has to find its neighbour.
+                lab.run(ns, &["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+            }
         }
+        // The client's first hop: router A in a chain, else the firewall itself.
+        let first_hop = lab.router.as_ref().unwrap_or(&lab.firewall);
         let (c, f1, f2, s) = (
             format!("w{id}c"),
             format!("w{id}a"),
             format!("w{id}b"),
             format!("w{id}s"),
         );
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                &c,
-                "netns",
-                &lab.client,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &f1,
-                "netns",
-                &lab.firewall,
-            ],
-        );
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                &s,
-                "netns",
-                &lab.server,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &f2,
-                "netns",
-                &lab.firewall,
-            ],
-        );
-        lab.run(&lab.firewall, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        lab.run(&lab.firewall, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-        for (ns, dev, v4, v6) in [
-            (&lab.client, &c, "198.51.100.2/24", "2001:db8:1::2/64"),
-            (&lab.firewall, &f1, "198.51.100.1/24", "2001:db8:1::1/64"),
-            (&lab.firewall, &f2, "192.0.2.254/24", "2001:db8:2::fe/64"),
-            (&lab.server, &s, "192.0.2.250/24", "2001:db8:2::fa/64"),
-        ] {
+        veth((&lab.client, &c), (first_hop, &f1));
+        veth((&lab.server, &s), (&lab.firewall, &f2));
+        let mut links = vec![
+            (&lab.client, c, "198.51.100.2/24", "2001:db8:1::2/64"),
+            (first_hop, f1, "198.51.100.1/24", "2001:db8:1::1/64"),
+            (&lab.firewall, f2, "192.0.2.254/24", "2001:db8:2::fe/64"),
+            (&lab.server, s, "192.0.2.250/24", "2001:db8:2::fa/64"),
+        ];
+        if let Some(router) = &lab.router {
+            let (x, y) = (format!("w{id}x"), format!("w{id}y"));
+            veth((router, &x), (&lab.firewall, &y));
+            links.push((router, x, "203.0.113.1/24", "2001:db8:3::1/64"));
+            links.push((&lab.firewall, y, "203.0.113.2/24", "2001:db8:3::2/64"));
+        }
+        for ns in lab.routers() {
+            lab.run(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            lab.run(ns, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        }
+        for (ns, dev, v4, v6) in &links {
             lab.run(ns, &["ip", "addr", "add", v4, "dev", dev]);
             lab.run(ns, &["ip", "-6", "addr", "add", v6, "dev", dev, "nodad"]);
             lab.run(ns, &["ip", "link", "set", dev, "up"]);
         }
-        lab.run(&lab.client, &["ip", "route", "add", "default", "via", "198.51.100.1"]);
-        lab.run(
-            &lab.client,
-            &["ip", "-6", "route", "add", "default", "via", "2001:db8:1::1"],
-        );
-        lab.run(&lab.server, &["ip", "route", "add", "default", "via", "192.0.2.254"]);
-        lab.run(
-            &lab.server,
-            &["ip", "-6", "route", "add", "default", "via", "2001:db8:2::fe"],
-        );
+        lab.route(&lab.client, "default", "198.51.100.1", "2001:db8:1::1");
+        lab.route(&lab.server, "default", "192.0.2.254", "2001:db8:2::fe");
+        if let Some(router) = &lab.router {
+            lab.route(router, "192.0.2.0/24", "203.0.113.2", "");
+            lab.route(router, "2001:db8:2::/64", "", "2001:db8:3::2");
+            lab.route(&lab.firewall, "default", "203.0.113.1", "2001:db8:3::1");
+            // Linux sends at most one ICMP error per second to a destination by default: several
+            // traces (and rejects) within a second would measure the routers' rate limit, not the
+            // tool. The chain's routers answer every packet.
+            for ns in lab.routers() {
+                lab.run(ns, &["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]);
+                lab.run(ns, &["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"]);
+            }
+            // A new link gets its IPv6 link-local address (the source of neighbour discovery)
+            // only once the kernel has seen its carrier, which it batches up to a second when
+            // many links change: until then a hop drops what it has to forward. A chain is
+            // handed over once packets cross it both ways.
+            lab.wait_reachable(&["192.0.2.250", "2001:db8:2::fa"]);
+        }
         lab
+    }
+
+    /// Waits (bounded) until a TCP SYN from the client to each of `addresses` (port 9, where
+    /// nothing listens) is answered: the path works both ways.
+    pub fn wait_reachable(&self, addresses: &[&str]) {
+        let script = "import socket, sys\n\
+            for address in sys.argv[1:]:\n\
+            \x20   for attempt in range(100):\n\
+            \x20       s = socket.socket(socket.AF_INET6 if ':' in address else socket.AF_INET)\n\
+            \x20       s.settimeout(0.1)\n\
+            \x20       try:\n\
+            \x20           s.connect((address, 9))\n\
+            \x20           break\n\
+            \x20       except (ConnectionRefusedError, ConnectionResetError):\n\
+            \x20           break\n\
+            \x20       except OSError:\n\
+            \x20           pass\n\
+            \x20       finally:\n\
+            \x20           s.close()\n\
+            \x20   else:\n\
+            \x20       sys.exit(f'{address} does not answer')\n";
+        let mut args = vec!["timeout", "30", "python3", "-c", script];
+        args.extend_from_slice(addresses);
+        self.run(&self.client, &args);
+    }
+
+    /// Every namespace of the lab.
+    fn namespaces(&self) -> impl Iterator<Item = &String> {
+        [&self.client, &self.firewall, &self.server]
+            .into_iter()
+            .chain(self.router.as_ref())
+    }
+
+    /// The namespaces that forward: the firewall, and router A in a chain.
+    fn routers(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.firewall).chain(self.router.as_ref())
+    }
+
+    /// Routes `to` in `ns` via `v4` (an IPv4 gateway) and `v6` (an IPv6 one); an empty gateway
+    /// adds no route of that family. `to` is `default` or a prefix of the gateways' family.
+    fn route(&self, ns: &str, to: &str, v4: &str, v6: &str) {
+        if !v4.is_empty() {
+            self.run(ns, &["ip", "route", "add", to, "via", v4]);
+        }
+        if !v6.is_empty() {
+            self.run(ns, &["ip", "-6", "route", "add", to, "via", v6]);
+        }
     }
 
     /// The server side's link name, for adding addresses.
@@ -393,9 +461,20 @@ impl Lab {
 
     /// Adds a firewall rule in the firewall namespace's FORWARD chain.
     pub fn firewall(&self, tool: &str, rule: &[&str]) {
-        let mut args = vec![tool, "-A", "FORWARD"];
+        self.firewall_chain(tool, "FORWARD", rule);
+    }
+
+    /// Adds a firewall rule (`tool` is iptables or ip6tables) in the firewall namespace's `chain`:
+    /// OUTPUT holds back what the firewall itself sends, its ICMP errors included.
+    pub fn firewall_chain(&self, tool: &str, chain: &str, rule: &[&str]) {
+        let mut args = vec![tool, "-A", chain];
         args.extend_from_slice(rule);
         self.run(&self.firewall, &args);
+    }
+
+    /// Runs one `nft` command in the firewall namespace, e.g. `add table inet lab`.
+    pub fn nft(&self, command: &str) {
+        self.run(&self.firewall, &["nft", command]);
     }
 
     /// Everything the lab's processes printed, for assertion messages.
@@ -435,8 +514,16 @@ impl Lab {
 
     /// Runs `whitelist-audit` with `args` in the client namespace.
     pub fn audit(&self, args: &[&str]) -> Output {
+        self.audit_as(&[], args)
+    }
+
+    /// Runs `whitelist-audit` with `args` in the client namespace under `wrapper` (a command that
+    /// execs the rest of its arguments, as `setpriv` does; empty for none), killed after 10 minutes.
+    pub fn audit_as(&self, wrapper: &[&str], args: &[&str]) -> Output {
         Command::new("ip")
-            .args(["netns", "exec", &self.client, env!("CARGO_BIN_EXE_whitelist-audit")])
+            .args(["netns", "exec", &self.client, "timeout", "-k", "5", "600"])
+            .args(wrapper)
+            .arg(env!("CARGO_BIN_EXE_whitelist-audit"))
             .args(args)
             .output()
             .unwrap()
@@ -444,19 +531,22 @@ impl Lab {
 
     /// Starts `whitelist-audit serve` in the client namespace.
     pub fn serve(&mut self, config: &Path, listen: &str) -> u32 {
+        self.serve_as(&[], config, listen)
+    }
+
+    /// Starts `whitelist-audit serve` in the client namespace under `wrapper`, as [`Lab::audit_as`].
+    pub fn serve_as(&mut self, wrapper: &[&str], config: &Path, listen: &str) -> u32 {
         let client = self.client.clone();
-        let bin = env!("CARGO_BIN_EXE_whitelist-audit");
-        self.spawn(
-            &client,
-            &[
-                bin,
-                "serve",
-                "--config.file",
-                config.to_str().unwrap(),
-                "--web.listen-address",
-                listen,
-            ],
-        )
+        let mut args = wrapper.to_vec();
+        args.extend_from_slice(&[
+            env!("CARGO_BIN_EXE_whitelist-audit"),
+            "serve",
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            listen,
+        ]);
+        self.spawn(&client, &args)
     }
 
     /// GETs (or POSTs) a URL from the client namespace, returning (status, body).
@@ -552,7 +642,7 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for ns in [&self.client, &self.firewall, &self.server] {
+        for ns in self.namespaces() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
