@@ -183,8 +183,11 @@ impl Family {
             ),
             (
                 self.middlebox,
+                // The reset claims the server's address; a SYN that expires where it came from
+                // makes router B name itself.
                 json!({
                     "state": "refused",
+                    "rejected_by": self.router_b,
                     "reject_kind": "rst_from_middlebox",
                     "reply_ttl": TTL_FROM_B,
                     "server_ttl": TTL_FROM_SERVER,
@@ -362,9 +365,16 @@ fn ipv4_check_names_who_rejected_and_where_it_drops() {
         .find(|l| l.contains(V4.dropped))
         .unwrap_or_else(|| panic!("{table}"));
     assert!(
-        dropped.contains("dropped after 198.51.100.1, hop 1"),
+        dropped.contains("dropped after hop 1 (198.51.100.1)"),
         "{table}\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // ... and the whole story on a line of its own.
+    assert!(
+        table
+            .lines()
+            .any(|l| l == "diagnosis: vendor-sftp 192.0.2.11: dropped after 198.51.100.1, hop 1"),
+        "{table}"
     );
 }
 
@@ -526,8 +536,8 @@ fn assert_metrics(m: &Scrape, f: &Family, context: &str) {
     for (ip, rejected_by, kind) in [
         (f.admin, Some(f.router_b), "admin_prohibited"),
         (f.port_unreachable, Some(f.router_b), "port_unreachable"),
-        // The middlebox's reset carries the server's address: who sent it is the point.
-        (f.middlebox, None, "rst_from_middlebox"),
+        // The middlebox's reset carries the server's address; the hop it came from is router B.
+        (f.middlebox, Some(f.router_b), "rst_from_middlebox"),
         (f.closed, Some(f.closed), "tcp_reset"),
     ] {
         let mut labels = with(ip, &[("kind", kind)]);
