@@ -656,3 +656,52 @@ fn chain_lab_answers_as_the_diagnosis_expects() {
         assert_eq!(seen[1]["answers"], json!([]), "{seen:#?}");
     }
 }
+
+/// A rule on the auditing host itself (its OUTPUT chain) is no router's doing: the kernel refuses
+/// to send the raw SYN, and the diagnosis names this host, whatever state the connect ended in.
+#[test]
+fn this_hosts_own_firewall_is_named_as_the_rejecter() {
+    if !lab_allowed("this_hosts_own_firewall_is_named_as_the_rejecter") || !chain_tools_allowed() {
+        return;
+    }
+    let lab = Lab::chain();
+    let (dropped, rejected) = ("192.0.2.16", "192.0.2.17");
+    lab.add_server_addresses(&[dropped, rejected]);
+    let client = lab.client.clone();
+    lab.run(
+        &client,
+        &[
+            "iptables", "-A", "OUTPUT", "-d", dropped, "-p", "tcp", "--dport", "22", "-j", "DROP",
+        ],
+    );
+    lab.run(
+        &client,
+        &[
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-d",
+            rejected,
+            "-p",
+            "tcp",
+            "--dport",
+            "22",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    );
+    let config = lab.write("own.yml", &config_text(&[dropped, rejected]));
+    let (report, out) = check_json(&lab, &[], &config);
+    let logs = String::from_utf8_lossy(&out.stderr);
+    for (ip, state) in [(dropped, "timeout"), (rejected, "refused")] {
+        assert_eq!(address(&report, ip)["probe"]["state"], state, "{report:#}");
+        assert_diagnosis(
+            &report,
+            ip,
+            &json!({"rejected_by": "198.51.100.2", "reject_kind": "admin_prohibited", "refused_by_this_host": true}),
+            &logs,
+        );
+    }
+}

@@ -172,8 +172,10 @@ pub struct Evidence {
     pub reset_hop: Option<Reply>,
     /// The TCP traceroute, when the SYN went unanswered.
     pub trace: Option<Trace>,
-    /// The packets could not be sent (this host's own firewall, no route): why.
+    /// The packets could not be sent (no route, no raw socket for the family): why.
     pub local_failure: Option<String>,
+    /// This host's own firewall refused to send the SYN (the kernel said `EPERM`).
+    pub refused_here: bool,
 }
 
 /// Where one address fails, as `check`, the API and the metrics show it.
@@ -196,12 +198,18 @@ pub struct Diagnosis {
     pub hops: Vec<Hop>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped_after_hop: Option<LastHop>,
+    /// This host's own firewall refuses to send the SYN: `rejected_by` is this host.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused_by_this_host: bool,
     pub summary: String,
 }
 
 impl Diagnosis {
     /// Its gist, for a table column.
     pub fn short(&self) -> String {
+        if self.refused_by_this_host {
+            return "rejected by this host's firewall".to_string();
+        }
         match (self.reject_kind, self.rejected_by, self.dropped_after_hop) {
             (Some(RejectKind::TcpReset), _, _) if self.summary.starts_with("reset by") => {
                 "reset by the server".to_string()
@@ -229,10 +237,20 @@ pub fn diagnose(evidence: &Evidence, at: SystemTime, margin: u8) -> Diagnosis {
         server_ttl: None,
         hops: Vec::new(),
         dropped_after_hop: None,
+        refused_by_this_host: false,
         summary: String::new(),
     };
     if let Some(why) = &evidence.local_failure {
-        diagnosis.summary = format!("not diagnosed: this host could not send the SYN ({why})");
+        if evidence.refused_here {
+            // The block is on the auditing host itself, before any router: its OUTPUT rules.
+            diagnosis.rejected_by = Some(evidence.source);
+            diagnosis.reject_kind = Some(RejectKind::AdminProhibited);
+            diagnosis.refused_by_this_host = true;
+            diagnosis.summary =
+                format!("rejected by this host's own firewall: the kernel refuses to send the SYN ({why})");
+        } else {
+            diagnosis.summary = format!("not diagnosed: this host could not send the SYN ({why})");
+        }
         return diagnosis;
     }
     if let Some(trace) = &evidence.trace {
@@ -378,6 +396,7 @@ mod tests {
             reset_hop: None,
             trace: None,
             local_failure: None,
+            refused_here: false,
         }
     }
 
@@ -511,10 +530,16 @@ mod tests {
     #[test]
     fn a_local_send_failure_is_no_verdict() {
         let mut e = evidence(ProbeState::Refused);
-        e.local_failure = Some("Operation not permitted".into());
+        e.local_failure = Some("Network is unreachable".into());
         let d = diagnose(&e, SystemTime::UNIX_EPOCH, 0);
         assert_eq!((d.rejected_by, d.reject_kind), (None, None));
         assert!(d.summary.contains("this host"));
+        // Our own OUTPUT rules: rejected here, by this host.
+        e.local_failure = Some("Operation not permitted".into());
+        e.refused_here = true;
+        let d = diagnose(&e, SystemTime::UNIX_EPOCH, 0);
+        assert_eq!(d.rejected_by, Some(e.source));
+        assert_eq!(d.reject_kind, Some(RejectKind::AdminProhibited));
     }
 
     #[test]

@@ -46,12 +46,14 @@ pub async fn run(raw: &RawProber, job: &Job, settings: &Settings, wait: Duration
         Err(error) => Evidence {
             state: job.state,
             address: job.address.ip(),
-            source: job.address.ip(),
+            source: super::source_for(job.address).unwrap_or_else(|_| job.address.ip()),
             direct: None,
             server_ttls: Vec::new(),
             reset_hop: None,
             trace: None,
             local_failure: Some(error.to_string()),
+            // netfilter's verdict on a packet this host sends: DROP or REJECT in OUTPUT.
+            refused_here: error.kind() == std::io::ErrorKind::PermissionDenied,
         },
     };
     Outcome {
@@ -78,6 +80,7 @@ async fn gather(
         reset_hop: None,
         trace: None,
         local_failure: None,
+        refused_here: false,
     };
     // A timeout is traced at once: its full-TTL SYN would only wait out the same silence.
     if job.state != ProbeState::Timeout {
