@@ -86,6 +86,8 @@ struct AddressRow {
     since: String,
     since_unix: String,
     last_change: String,
+    /// Raw diagnosis: who rejected it, or after which hop it drops.
+    diagnosis: String,
     detail: String,
 }
 
@@ -267,6 +269,10 @@ fn address_row(address: &AddressReport, now: SystemTime) -> AddressRow {
         (None, None) => "not probed yet".to_string(),
     };
     AddressRow {
+        diagnosis: address
+            .diagnosis
+            .as_ref()
+            .map_or_else(String::new, |d| d.summary.clone()),
         target: address.target.clone(),
         ip: prefix_label(&ipnet::IpNet::from(address.ip)),
         port: address.port,

@@ -94,6 +94,21 @@ fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
     move |a: &Value| a["probe"]["state"] == state && a["since"].is_u64()
 }
 
+/// Raw diagnosis (the lab runs as root): the firewall answers time exceeded for the first hop and
+/// drops the rest; the API and the page's row say so.
+fn the_page_says_where_it_breaks(lab: &Lab) {
+    let diagnosed = address_when(lab, DROPPED, |a| a["diagnosis"]["summary"].is_string());
+    assert_eq!(
+        diagnosed["diagnosis"]["summary"], "dropped after 198.51.100.1, hop 1",
+        "{diagnosed:#}"
+    );
+    let (_, page) = lab.http("GET", "http://127.0.0.1:10022/");
+    assert!(
+        page.contains("<td class=\"where\">dropped after 198.51.100.1, hop 1</td>"),
+        "{page}"
+    );
+}
+
 #[test]
 fn the_page_the_api_and_the_metric_say_since_when_across_a_restart() {
     if !lab_allowed("the_page_the_api_and_the_metric_say_since_when_across_a_restart") {
@@ -114,6 +129,8 @@ fn the_page_the_api_and_the_metric_say_since_when_across_a_restart() {
     assert!(dropped["last_change"]["from"].is_null(), "first seen: {dropped:#}");
     address_when(&lab, DROPPED6, state_is("timeout"));
     address_when(&lab, OPEN6, state_is("open"));
+
+    the_page_says_where_it_breaks(&lab);
 
     // The firewall lets 192.0.2.2 through and starts dropping 192.0.2.1.
     std::thread::sleep(Duration::from_millis(1100)); // a later second than the first sight
