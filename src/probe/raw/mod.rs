@@ -30,8 +30,9 @@ use tokio::time::Instant;
 use crate::core::diagnosis::Reply;
 use packet::{Key, PORT_BASE, PORT_COUNT, Proof};
 
-/// Pause between two SYNs of one batch (a trace's hops): a burst of 30 is no flood, but a
-/// router's ICMP rate limit answers a spaced batch better.
+/// Pause between two raw SYNs, across every diagnosis running: at most 500 packets a second
+/// leave this host for diagnosis, however many addresses fail (an auditor, never a scanner), and a
+/// router's ICMP rate limit answers a spaced trace better than a burst.
 const SEND_SPACING: Duration = Duration::from_millis(2);
 
 /// Why raw diagnosis is off.
@@ -76,6 +77,8 @@ pub struct RawProber {
     next_port: AtomicU16,
     /// Tells the receiving threads to end (they notice within [`RECEIVE_POLL`]).
     stop: Arc<AtomicBool>,
+    /// When the next SYN may leave ([`SEND_SPACING`] after the last one).
+    next_send: Mutex<Instant>,
 }
 
 /// How long a receiving thread blocks before it looks at `stop`.
@@ -150,6 +153,7 @@ impl RawProber {
             waiting,
             next_port: AtomicU16::new(u16::try_from(OsRng.next_u32() % u32::from(PORT_COUNT)).unwrap_or(0)),
             stop,
+            next_send: Mutex::new(Instant::now()),
         })
     }
 
@@ -178,10 +182,8 @@ impl RawProber {
             let key = registered.register(&self.next_port, destination, seq, tag, &tx)?;
             probes.push((key.local_port, seq, ttl));
         }
-        for (i, &(local_port, seq, ttl)) in probes.iter().enumerate() {
-            if i > 0 {
-                tokio::time::sleep(SEND_SPACING).await;
-            }
+        for &(local_port, seq, ttl) in &probes {
+            self.pace().await;
             let segment = packet::syn(source, destination, local_port, seq);
             let target = SockAddr::from(SocketAddr::new(destination.ip(), 0));
             // The TTL is a socket option: set and send under one lock, so batches of other
@@ -209,6 +211,19 @@ impl RawProber {
             }
         }
         Ok(replies)
+    }
+}
+
+impl RawProber {
+    /// Waits for this SYN's turn: one every [`SEND_SPACING`], across all diagnoses.
+    async fn pace(&self) {
+        let at = {
+            let mut next = lock(&self.next_send);
+            let at = (*next).max(Instant::now());
+            *next = at + SEND_SPACING;
+            at
+        };
+        tokio::time::sleep_until(at).await;
     }
 }
 
