@@ -16,6 +16,9 @@ use super::outcome::ProbeState;
 /// Healthy addresses of a target whose SYN-ACK TTLs a reset is compared with.
 pub const HEALTHY_SAMPLES: usize = 3;
 
+/// How long an address's own SYN-ACK TTL is evidence for its resets: a route may change.
+pub const OWN_TTL_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
 /// How a device on the path, or the server, said no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -166,6 +169,8 @@ pub struct Evidence {
     pub direct: Option<Reply>,
     /// SYN-ACK TTLs of the server: this address when it was open, else the target's healthy ones.
     pub server_ttls: Vec<u8>,
+    /// Whether `server_ttls` are this address's own: the same server, so a mismatch is proof.
+    pub server_ttls_own: bool,
     /// The answer to a SYN sent with just enough TTL to reach where a reset came from: time
     /// exceeded names a router there (it forwards, so the reset is its filter's), a reset of its
     /// own says the reset came from the end of the path.
@@ -211,10 +216,8 @@ impl Diagnosis {
             return "rejected by this host's firewall".to_string();
         }
         match (self.reject_kind, self.rejected_by, self.dropped_after_hop) {
-            (Some(RejectKind::TcpReset), _, _) if self.summary.starts_with("reset by") => {
-                "reset by the server".to_string()
-            }
-            (Some(RejectKind::TcpReset), _, _) => "reset, origin untold".to_string(),
+            (Some(RejectKind::TcpReset), Some(_), _) => "reset by the server".to_string(),
+            (Some(RejectKind::TcpReset), None, _) => "reset, origin untold".to_string(),
             (Some(RejectKind::RstFromMiddlebox), Some(by), _) => format!("reset forged by {by}"),
             (Some(RejectKind::RstFromMiddlebox), None, _) => "reset forged on the path".to_string(),
             (Some(kind), Some(by), _) => format!("rejected by {by} ({})", kind.as_label()),
@@ -292,7 +295,15 @@ pub fn diagnose(evidence: &Evidence, at: SystemTime, margin: u8) -> Diagnosis {
                     format!("dropped after {}, hop {}", last.hop_ip, last.hop)
                 };
             }
-            None => diagnosis.summary = "no raw reply, and no trace was made".to_string(),
+            None if evidence.state == ProbeState::Timeout => {
+                diagnosis.summary = "no raw reply, and no trace was made".to_string();
+            }
+            None => {
+                diagnosis.summary = format!(
+                    "no raw reply to two SYNs, though the connect was {}: a router rate-limiting its ICMP, or a failure that came and went; diagnosed again at the next trace_interval",
+                    evidence.state.as_label()
+                );
+            }
         },
     }
     diagnosis
@@ -311,8 +322,20 @@ fn judge_reset(evidence: &Evidence, ttl: u8, margin: u8, diagnosis: &mut Diagnos
         _ => None,
     };
     let hop = hops_travelled(ttl).saturating_add(1);
+    let end_host_there = matches!(evidence.reset_hop, Some(Reply::Reset { .. }));
     let forged = reset_is_forged(ttl, &evidence.server_ttls, margin);
     match forged {
+        // Other addresses' SYN-ACKs say the reset is from elsewhere, but where it came from a SYN
+        // is reset like at an end host: a server at another distance than the rest of its pool,
+        // or an inline IPS that counts as no hop. Neither is proven.
+        Some(true) if end_host_there && !evidence.server_ttls_own => {
+            diagnosis.reject_kind = Some(RejectKind::TcpReset);
+            diagnosis.summary = format!(
+                "reset of untold origin: its TTL {ttl} differs from the SYN-ACKs of the target's other addresses ({}), yet where it came from a SYN is reset as at an end host: this server at another distance than its pool, or a bridged IPS",
+                diagnosis.server_ttl.unwrap_or_default()
+            );
+            return;
+        }
         Some(true) => {
             diagnosis.reject_kind = Some(RejectKind::RstFromMiddlebox);
             diagnosis.rejected_by = router;
@@ -338,10 +361,10 @@ fn judge_reset(evidence: &Evidence, ttl: u8, margin: u8, diagnosis: &mut Diagnos
                 "reset forged by a middlebox: TTL {ttl} puts its sender at hop {hop}, and {at} there is a router (it answered time exceeded)"
             );
         }
-        None if matches!(evidence.reset_hop, Some(Reply::Reset { .. })) => {
+        None if end_host_there => {
             diagnosis.reject_kind = Some(RejectKind::TcpReset);
             diagnosis.summary = format!(
-                "reset by the end host: TTL {ttl} puts its sender at hop {hop}, where a SYN is reset, not forwarded: the port is closed there (no SYN-ACK of this target to compare with)"
+                "reset by the end host: TTL {ttl} puts its sender at hop {hop}, where a SYN is reset, not forwarded: the port is closed there, unless a bridged IPS (no hop of its own) sits in front of it (no SYN-ACK of this target to compare with)"
             );
         }
         Some(false) => {
@@ -354,8 +377,9 @@ fn judge_reset(evidence: &Evidence, ttl: u8, margin: u8, diagnosis: &mut Diagnos
         None => {
             diagnosis.reject_kind = Some(RejectKind::TcpReset);
             diagnosis.summary = format!(
-                "reset (TTL {ttl}); no SYN-ACK of this server or its target to compare with, so a middlebox cannot be told from a closed port"
+                "reset of untold origin (TTL {ttl}): no SYN-ACK of this server or its target to compare with, and nothing answered where it came from, so a middlebox cannot be told from a closed port"
             );
+            return;
         }
     }
     if diagnosis.reject_kind == Some(RejectKind::TcpReset) {
@@ -393,6 +417,7 @@ mod tests {
             source: ip("198.51.100.2"),
             direct: None,
             server_ttls: Vec::new(),
+            server_ttls_own: false,
             reset_hop: None,
             trace: None,
             local_failure: None,
@@ -483,7 +508,37 @@ mod tests {
         e.reset_hop = None;
         let alone = diagnose(&e, SystemTime::UNIX_EPOCH, 0);
         assert_eq!(alone.reject_kind, Some(RejectKind::TcpReset));
+        assert_eq!(alone.rejected_by, None, "a reset of untold origin names nobody");
+        assert_eq!(alone.short(), "reset, origin untold");
         assert!(alone.summary.contains("cannot be told"), "{}", alone.summary);
+    }
+
+    #[test]
+    fn a_reset_that_only_other_addresses_call_forged_is_untold_when_an_end_host_sent_it() {
+        let mut e = evidence(ProbeState::Refused);
+        // The pool's other servers are three hops nearer; where the reset came from, a SYN is
+        // reset as at an end host: this server may just sit farther away.
+        e.direct = Some(Reply::Reset { ttl: 52 });
+        e.server_ttls = vec![55];
+        e.reset_hop = Some(Reply::Reset { ttl: 52 });
+        let untold = diagnose(&e, SystemTime::UNIX_EPOCH, 0);
+        assert_eq!(
+            (untold.reject_kind, untold.rejected_by),
+            (Some(RejectKind::TcpReset), None)
+        );
+        assert!(untold.summary.contains("untold"), "{}", untold.summary);
+        // This server's own SYN-ACKs, though, are proof: an inline IPS answers as an end host.
+        e.server_ttls_own = true;
+        let forged = diagnose(&e, SystemTime::UNIX_EPOCH, 0);
+        assert_eq!(forged.reject_kind, Some(RejectKind::RstFromMiddlebox));
+    }
+
+    #[test]
+    fn an_unanswered_refusal_is_not_called_a_drop() {
+        let e = evidence(ProbeState::Refused);
+        let d = diagnose(&e, SystemTime::UNIX_EPOCH, 0);
+        assert_eq!((d.dropped_after_hop, d.reject_kind), (None, None));
+        assert!(d.summary.contains("rate-limiting"), "{}", d.summary);
     }
 
     #[test]

@@ -208,8 +208,9 @@ pub struct TargetState {
     pub published_by: Arc<PublishedBy>,
     /// The last raw diagnosis of each address that failed (`probe::raw`).
     pub diagnoses: BTreeMap<IpAddr, Arc<Diagnosis>>,
-    /// The TTL of each address's last SYN-ACK seen by a raw probe: what its own resets must match.
-    pub syn_ack_ttls: BTreeMap<IpAddr, u8>,
+    /// The TTL of each address's last SYN-ACK seen by a raw probe, and when: what its own resets
+    /// must match.
+    pub syn_ack_ttls: BTreeMap<IpAddr, (u8, SystemTime)>,
 }
 
 fn published_by(
@@ -689,6 +690,11 @@ impl State {
         if !state.probed.contains(&ip) {
             return;
         }
+        // A diagnosis explains one stretch in one state: once the address leaves it, a later
+        // failure of the same kind is another failure, diagnosed afresh.
+        if state.diagnoses.get(&ip).is_some_and(|d| d.state != result.state) {
+            state.diagnoses.remove(&ip);
+        }
         if result.state == ProbeState::Error {
             *state
                 .probe_errors
@@ -851,7 +857,17 @@ impl State {
                     target: TargetId(index),
                     ip: *ip,
                     state: result.state,
-                    own_syn_ack_ttls: state.syn_ack_ttls.get(ip).copied().into_iter().collect(),
+                    // A route changes in a day; an older TTL would call the server's own reset forged.
+                    own_syn_ack_ttls: state
+                        .syn_ack_ttls
+                        .get(ip)
+                        .filter(|(_, seen)| {
+                            now.duration_since(*seen)
+                                .is_ok_and(|age| age < diagnosis::OWN_TTL_MAX_AGE)
+                        })
+                        .map(|(ttl, _)| *ttl)
+                        .into_iter()
+                        .collect(),
                     // A reset over IPv6 is compared with IPv6 SYN-ACKs: another family may be
                     // another path.
                     healthy: if ip.is_ipv4() {
@@ -879,7 +895,7 @@ impl State {
         };
         for &(address, ttl) in syn_acks {
             if state.probed.contains(&address) {
-                state.syn_ack_ttls.insert(address, ttl);
+                state.syn_ack_ttls.insert(address, (ttl, diagnosis.at));
             }
         }
         if !state.probed.contains(&ip) {

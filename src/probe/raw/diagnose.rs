@@ -41,19 +41,26 @@ pub fn reply_wait(timeout: Duration) -> Duration {
 
 pub async fn run(raw: &RawProber, job: &Job, settings: &Settings, wait: Duration) -> Outcome {
     let mut syn_acks = Vec::new();
-    let evidence = match gather(raw, job, settings, wait, &mut syn_acks).await {
-        Ok(evidence) => evidence,
-        Err(error) => Evidence {
-            state: job.state,
-            address: job.address.ip(),
-            source: super::source_for(job.address).unwrap_or_else(|_| job.address.ip()),
-            direct: None,
-            server_ttls: Vec::new(),
-            reset_hop: None,
-            trace: None,
-            local_failure: Some(error.to_string()),
-            // netfilter's verdict on a packet this host sends: DROP or REJECT in OUTPUT.
-            refused_here: error.kind() == std::io::ErrorKind::PermissionDenied,
+    let failed = |source: IpAddr, error: &std::io::Error, refused_here: bool| Evidence {
+        state: job.state,
+        address: job.address.ip(),
+        source,
+        direct: None,
+        server_ttls: Vec::new(),
+        server_ttls_own: false,
+        reset_hop: None,
+        trace: None,
+        local_failure: Some(error.to_string()),
+        refused_here,
+    };
+    let evidence = match super::source_for(job.address) {
+        // No route from here at all: nothing was sent, so nothing is anyone's verdict.
+        Err(error) => failed(job.address.ip(), &error, false),
+        Ok(source) => match gather(raw, job, source, settings, wait, &mut syn_acks).await {
+            Ok(evidence) => evidence,
+            // netfilter's verdict on a packet this host sends (DROP or REJECT in OUTPUT) is the
+            // kernel's EPERM from the send itself.
+            Err(error) => failed(source, &error, error.kind() == std::io::ErrorKind::PermissionDenied),
         },
     };
     Outcome {
@@ -65,45 +72,52 @@ pub async fn run(raw: &RawProber, job: &Job, settings: &Settings, wait: Duration
 async fn gather(
     raw: &RawProber,
     job: &Job,
+    source: IpAddr,
     settings: &Settings,
     wait: Duration,
     syn_acks: &mut Vec<(IpAddr, u8)>,
 ) -> std::io::Result<Evidence> {
     let destination = job.address;
-    let source = super::source_for(destination)?;
     let mut evidence = Evidence {
         state: job.state,
         address: destination.ip(),
         source,
         direct: None,
         server_ttls: Vec::new(),
+        server_ttls_own: false,
         reset_hop: None,
         trace: None,
         local_failure: None,
         refused_here: false,
     };
     // A timeout is traced at once: its full-TTL SYN would only wait out the same silence.
+    let flow = raw.new_flow();
     if job.state != ProbeState::Timeout {
         for _ in 0..PROBES_PER_HOP {
-            evidence.direct = raw.send(source, destination, &[FULL_TTL], wait).await?[0];
+            evidence.direct = raw.send(source, flow, destination, &[FULL_TTL], wait).await?[0];
             if evidence.direct.is_some() {
                 break;
             }
         }
     }
     match evidence.direct {
-        None => evidence.trace = Some(trace(raw, source, destination, settings.max_hops, wait).await?),
+        // Only a silent path is traced: a refusal that went unanswered twice was rate-limited
+        // or came and went, and a trace would name a hop for a failure that is no drop.
+        None if job.state == ProbeState::Timeout => {
+            evidence.trace = Some(trace(raw, source, flow, destination, settings.max_hops, wait).await?);
+        }
         Some(Reply::SynAck { ttl }) => syn_acks.push((destination.ip(), ttl)),
         Some(Reply::Reset { ttl }) => {
+            evidence.server_ttls_own = !job.own_syn_ack_ttls.is_empty();
             evidence.server_ttls = server_ttls(raw, job, wait, syn_acks).await;
             // Without SYN-ACKs to compare with, or with a reset that does not match them: a SYN
             // that expires where the reset came from makes a router there name itself.
             if diagnosis::reset_is_forged(ttl, &evidence.server_ttls, settings.ttl_margin) != Some(false) {
                 let hop = diagnosis::hops_travelled(ttl).saturating_add(1);
-                evidence.reset_hop = raw.send(source, destination, &[hop], wait).await?[0];
+                evidence.reset_hop = raw.send(source, flow, destination, &[hop], wait).await?[0];
             }
         }
-        Some(Reply::Unreachable { .. } | Reply::TimeExceeded { .. }) => {}
+        None | Some(Reply::Unreachable { .. } | Reply::TimeExceeded { .. }) => {}
     }
     Ok(evidence)
 }
@@ -120,7 +134,7 @@ async fn server_ttls(raw: &RawProber, job: &Job, wait: Duration, syn_acks: &mut 
         let Ok(source) = super::source_for(address) else {
             continue;
         };
-        if let Ok(replies) = raw.send(source, address, &[FULL_TTL], wait).await
+        if let Ok(replies) = raw.send(source, raw.new_flow(), address, &[FULL_TTL], wait).await
             && let Some(Reply::SynAck { ttl }) = replies[0]
         {
             ttls.push(ttl);
@@ -135,6 +149,7 @@ async fn server_ttls(raw: &RawProber, job: &Job, wait: Duration, syn_acks: &mut 
 async fn trace(
     raw: &RawProber,
     source: IpAddr,
+    flow: u16,
     destination: SocketAddr,
     max_hops: u8,
     wait: Duration,
@@ -143,7 +158,7 @@ async fn trace(
     let mut ends: BTreeMap<u8, Reply> = BTreeMap::new();
     let mut pending: Vec<u8> = (1..=max_hops).collect();
     for _ in 0..PROBES_PER_HOP {
-        let replies = raw.send(source, destination, &pending, wait).await?;
+        let replies = raw.send(source, flow, destination, &pending, wait).await?;
         for (&ttl, reply) in pending.iter().zip(replies) {
             match reply {
                 Some(Reply::TimeExceeded { from, .. }) => {

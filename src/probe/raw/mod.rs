@@ -55,12 +55,14 @@ impl Unavailable {
 }
 
 struct Waiter {
-    seq: u32,
     tag: usize,
     replies: mpsc::UnboundedSender<(usize, Reply)>,
 }
 
-type Waiting = Mutex<HashMap<Key, Waiter>>;
+/// The SYNs waiting for a reply, by flow and sequence number: the SYNs of one trace share one
+/// flow (one source port), so routers that spread flows over parallel paths by their ports
+/// send them all down the path the failing flow takes (Paris traceroute).
+type Waiting = Mutex<HashMap<(Key, u32), Waiter>>;
 
 /// Reads one family's packet into a reply to one of our SYNs, if it is one.
 type Parser = fn(&[u8]) -> Option<(Key, Proof, Reply)>;
@@ -135,11 +137,17 @@ impl RawProber {
         let receive_v4 = receiver(0x0800, &packet::filter_v4()).map_err(|e| classify_open_error(&e))?;
         let waiting: Arc<Waiting> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
+        // From here on, a failure must stop the threads already started.
+        let stop_on_failure = |why: Unavailable| {
+            stop.store(true, Ordering::Relaxed);
+            why
+        };
         spawn_receiver("raw-receive-v4", receive_v4, packet::parse_v4, &waiting, &stop)?;
         // A host without IPv6 probes IPv4 only; its IPv6 addresses fail as `unreachable` anyway.
         let send_v6 = match (sender(Domain::IPV6), receiver(0x86dd, &packet::filter_v6())) {
             (Ok(send), Ok(receive)) => {
-                spawn_receiver("raw-receive-v6", receive, packet::parse_v6, &waiting, &stop)?;
+                spawn_receiver("raw-receive-v6", receive, packet::parse_v6, &waiting, &stop)
+                    .map_err(stop_on_failure)?;
                 Some(Mutex::new(send))
             }
             (Err(e), _) | (_, Err(e)) => {
@@ -157,11 +165,18 @@ impl RawProber {
         })
     }
 
-    /// Sends one SYN to `destination` per TTL in `ttls` and waits up to `wait` after the last
-    /// for their replies: one entry per TTL, `None` where nothing came.
+    /// A source port for a new flow of SYNs.
+    pub fn new_flow(&self) -> u16 {
+        PORT_BASE + self.next_port.fetch_add(1, Ordering::Relaxed) % PORT_COUNT
+    }
+
+    /// Sends one SYN from `local_port` to `destination` per TTL in `ttls`, each with its own
+    /// random sequence number, and waits up to `wait` after the last for their replies: one entry
+    /// per TTL, `None` where nothing came.
     pub async fn send(
         &self,
         source: IpAddr,
+        local_port: u16,
         destination: SocketAddr,
         ttls: &[u8],
         wait: Duration,
@@ -171,6 +186,11 @@ impl RawProber {
             SocketAddr::V6(_) => self.send_v6.as_ref(),
         }
         .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no raw socket for this address family"))?;
+        let key = Key {
+            remote: destination.ip(),
+            remote_port: destination.port(),
+            local_port,
+        };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut registered = Registered {
             waiting: &self.waiting,
@@ -178,11 +198,9 @@ impl RawProber {
         };
         let mut probes = Vec::with_capacity(ttls.len());
         for (tag, &ttl) in ttls.iter().enumerate() {
-            let seq = OsRng.next_u32();
-            let key = registered.register(&self.next_port, destination, seq, tag, &tx)?;
-            probes.push((key.local_port, seq, ttl));
+            probes.push((registered.register(key, tag, &tx), ttl));
         }
-        for &(local_port, seq, ttl) in &probes {
+        for &(seq, ttl) in &probes {
             self.pace().await;
             let segment = packet::syn(source, destination, local_port, seq);
             let target = SockAddr::from(SocketAddr::new(destination.ip(), 0));
@@ -230,40 +248,24 @@ impl RawProber {
 /// The probes of one batch, unregistered when the batch ends however it ends.
 struct Registered<'a> {
     waiting: &'a Waiting,
-    keys: Vec<Key>,
+    keys: Vec<(Key, u32)>,
 }
 
 impl Registered<'_> {
-    fn register(
-        &mut self,
-        next_port: &AtomicU16,
-        destination: SocketAddr,
-        seq: u32,
-        tag: usize,
-        replies: &mpsc::UnboundedSender<(usize, Reply)>,
-    ) -> io::Result<Key> {
+    /// Registers one SYN of flow `key` under a fresh random sequence number, and returns it.
+    fn register(&mut self, key: Key, tag: usize, replies: &mpsc::UnboundedSender<(usize, Reply)>) -> u32 {
         let mut waiting = lock(self.waiting);
-        for _ in 0..PORT_COUNT {
-            let offset = next_port.fetch_add(1, Ordering::Relaxed) % PORT_COUNT;
-            let key = Key {
-                remote: destination.ip(),
-                remote_port: destination.port(),
-                local_port: PORT_BASE + offset,
-            };
-            if let std::collections::hash_map::Entry::Vacant(slot) = waiting.entry(key) {
+        loop {
+            let seq = OsRng.next_u32();
+            if let std::collections::hash_map::Entry::Vacant(slot) = waiting.entry((key, seq)) {
                 slot.insert(Waiter {
-                    seq,
                     tag,
                     replies: replies.clone(),
                 });
-                self.keys.push(key);
-                return Ok(key);
+                self.keys.push((key, seq));
+                return seq;
             }
         }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "every raw probe port is waiting for a reply",
-        ))
     }
 }
 
@@ -308,8 +310,7 @@ fn deliver(waiting: &Waiting, heard: Option<(Key, Proof, Reply)>) {
     let Some((key, proof, reply)) = heard else {
         return;
     };
-    let waiting = lock(waiting);
-    if let Some(waiter) = waiting.get(&key).filter(|w| proof.matches(w.seq)) {
+    if let Some(waiter) = lock(waiting).get(&(key, proof.seq())) {
         let _ = waiter.replies.send((waiter.tag, reply));
     }
 }

@@ -35,10 +35,11 @@ pub enum Proof {
 }
 
 impl Proof {
-    pub fn matches(self, seq: u32) -> bool {
+    /// The sequence number of the SYN this reply answers.
+    pub fn seq(self) -> u32 {
         match self {
-            Self::Acknowledges(ack) => ack == seq.wrapping_add(1),
-            Self::Quotes(quoted) => quoted == seq,
+            Self::Acknowledges(ack) => ack.wrapping_sub(1),
+            Self::Quotes(quoted) => quoted,
         }
     }
 }
@@ -159,6 +160,7 @@ fn quoted_tcp(remote: IpAddr, tcp: &[u8]) -> Option<(Key, Proof)> {
 
 // Classic BPF, as `tcpdump -d` prints it; the kernel runs it on every packet before it is copied
 // to us, so a busy host's own traffic costs a few instructions per packet and no copy.
+const LD_W_ABS: u16 = 0x20;
 const LD_B_ABS: u16 = 0x30;
 const LD_H_ABS: u16 = 0x28;
 const LD_H_IND: u16 = 0x48;
@@ -166,41 +168,60 @@ const LD_B_IND: u16 = 0x50;
 const LDX_B_MSH: u16 = 0xb1;
 const JEQ_K: u16 = 0x15;
 const JGE_K: u16 = 0x35;
+const JSET_K: u16 = 0x45;
 const RET_K: u16 = 0x06;
 const ACCEPT: u32 = 0x0004_0000;
+/// The packet type, an ancillary load (`SKF_AD_OFF + SKF_AD_PKTTYPE`).
+const PKTTYPE: u32 = 0xffff_f004;
+/// `PACKET_OUTGOING`: a packet socket sees what this host sends too (our own SYNs, and its replies
+/// to clients whose ports are in our range).
+const OUTGOING: u32 = 4;
+/// SYN or RST: the replies to a SYN (a SYN-ACK or a reset).
+const SYN_OR_RST: u32 = 0x06;
 
-/// Accepts TCP segments to our ports and ICMP unreachable / time exceeded, on an IPv4 packet
-/// socket (the data starts at the IP header).
+/// Accepts incoming SYN-ACKs and resets to our ports and ICMP unreachable / time exceeded, on an
+/// IPv4 packet socket (the data starts at the IP header). Jump offsets count from the next
+/// instruction.
+#[rustfmt::skip]
 pub fn filter_v4() -> Vec<SockFilter> {
     vec![
-        SockFilter::new(LD_B_ABS, 0, 0, 9), // protocol
-        SockFilter::new(JEQ_K, 0, 3, 6),    // tcp?
-        SockFilter::new(LDX_B_MSH, 0, 0, 0),
-        SockFilter::new(LD_H_IND, 0, 0, 2), // destination port
-        SockFilter::new(JGE_K, 5, 6, u32::from(PORT_BASE)),
-        SockFilter::new(JEQ_K, 0, 5, 1), // icmp?
-        SockFilter::new(LDX_B_MSH, 0, 0, 0),
-        SockFilter::new(LD_B_IND, 0, 0, 0), // type
-        SockFilter::new(JEQ_K, 1, 0, 3),    // destination unreachable
-        SockFilter::new(JEQ_K, 0, 1, 11),   // time exceeded
-        SockFilter::new(RET_K, 0, 0, ACCEPT),
-        SockFilter::new(RET_K, 0, 0, 0),
+        SockFilter::new(LD_W_ABS, 0, 0, PKTTYPE),             // 0
+        SockFilter::new(JEQ_K, 13, 0, OUTGOING),              // 1: ours going out -> 15
+        SockFilter::new(LD_B_ABS, 0, 0, 9),                   // 2: protocol
+        SockFilter::new(JEQ_K, 0, 5, 6),                      // 3: tcp? else -> 9
+        SockFilter::new(LDX_B_MSH, 0, 0, 0),                  // 4: x = IP header length
+        SockFilter::new(LD_B_IND, 0, 0, 13),                  // 5: TCP flags
+        SockFilter::new(JSET_K, 0, 8, SYN_OR_RST),            // 6: neither -> 15
+        SockFilter::new(LD_H_IND, 0, 0, 2),                   // 7: destination port
+        SockFilter::new(JGE_K, 5, 6, u32::from(PORT_BASE)),   // 8: ours -> 14, else 15
+        SockFilter::new(JEQ_K, 0, 5, 1),                      // 9: icmp? else -> 15
+        SockFilter::new(LDX_B_MSH, 0, 0, 0),                  // 10
+        SockFilter::new(LD_B_IND, 0, 0, 0),                   // 11: type
+        SockFilter::new(JEQ_K, 1, 0, 3),                      // 12: destination unreachable -> 14
+        SockFilter::new(JEQ_K, 0, 1, 11),                     // 13: time exceeded -> 14, else 15
+        SockFilter::new(RET_K, 0, 0, ACCEPT),                 // 14
+        SockFilter::new(RET_K, 0, 0, 0),                      // 15
     ]
 }
 
 /// The same for IPv6 (no extension headers: replies to a SYN carry none).
+#[rustfmt::skip]
 pub fn filter_v6() -> Vec<SockFilter> {
     vec![
-        SockFilter::new(LD_B_ABS, 0, 0, 6),  // next header
-        SockFilter::new(JEQ_K, 0, 2, 6),     // tcp?
-        SockFilter::new(LD_H_ABS, 0, 0, 42), // destination port
-        SockFilter::new(JGE_K, 4, 5, u32::from(PORT_BASE)),
-        SockFilter::new(JEQ_K, 0, 4, 58),    // icmpv6?
-        SockFilter::new(LD_B_ABS, 0, 0, 40), // type
-        SockFilter::new(JEQ_K, 1, 0, 1),     // destination unreachable
-        SockFilter::new(JEQ_K, 0, 1, 3),     // time exceeded
-        SockFilter::new(RET_K, 0, 0, ACCEPT),
-        SockFilter::new(RET_K, 0, 0, 0),
+        SockFilter::new(LD_W_ABS, 0, 0, PKTTYPE),             // 0
+        SockFilter::new(JEQ_K, 11, 0, OUTGOING),              // 1: ours going out -> 13
+        SockFilter::new(LD_B_ABS, 0, 0, 6),                   // 2: next header
+        SockFilter::new(JEQ_K, 0, 4, 6),                      // 3: tcp? else -> 8
+        SockFilter::new(LD_B_ABS, 0, 0, 53),                  // 4: TCP flags
+        SockFilter::new(JSET_K, 0, 7, SYN_OR_RST),            // 5: neither -> 13
+        SockFilter::new(LD_H_ABS, 0, 0, 42),                  // 6: destination port
+        SockFilter::new(JGE_K, 4, 5, u32::from(PORT_BASE)),   // 7: ours -> 12, else 13
+        SockFilter::new(JEQ_K, 0, 4, 58),                     // 8: icmpv6? else -> 13
+        SockFilter::new(LD_B_ABS, 0, 0, 40),                  // 9: type
+        SockFilter::new(JEQ_K, 1, 0, 1),                      // 10: destination unreachable -> 12
+        SockFilter::new(JEQ_K, 0, 1, 3),                      // 11: time exceeded -> 12, else 13
+        SockFilter::new(RET_K, 0, 0, ACCEPT),                 // 12
+        SockFilter::new(RET_K, 0, 0, 0),                      // 13
     ]
 }
 
@@ -242,8 +263,7 @@ mod tests {
         let (key, proof, reply) = parse_v4(&packet).unwrap();
         assert_eq!(key.remote, destination.ip());
         assert_eq!((key.remote_port, key.local_port), (22, 61_005));
-        assert!(proof.matches(1000));
-        assert!(!proof.matches(1001));
+        assert_eq!(proof.seq(), 1000);
         assert_eq!(reply, Reply::Reset { ttl: 62 });
     }
 
@@ -260,7 +280,7 @@ mod tests {
         let (key, proof, reply) = parse_v4(&packet).unwrap();
         assert_eq!(key.remote, destination.ip());
         assert_eq!(key.local_port, 61_007);
-        assert!(proof.matches(77));
+        assert_eq!(proof.seq(), 77);
         assert_eq!(
             reply,
             Reply::Unreachable {
@@ -293,7 +313,7 @@ mod tests {
         packet.extend_from_slice(&icmp);
         let (key, proof, reply) = parse_v6(&packet).unwrap();
         assert_eq!((key.remote, key.local_port), (destination.ip(), 61_100));
-        assert!(proof.matches(5));
+        assert_eq!(proof.seq(), 5);
         assert_eq!(
             reply,
             Reply::TimeExceeded {
