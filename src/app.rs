@@ -487,6 +487,10 @@ pub fn start_diagnoses(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
     if shared.config().global.diagnosis.raw_probes == config::RawProbes::Off {
         return;
     }
+    // A reload may have turned it off and another back on: the sockets are still open.
+    if !shared.with_state(|state| state.status.raw_probes) {
+        shared.update(|state| state.status.raw_probes = true);
+    }
     let now = SystemTime::now();
     let (config, jobs) = shared.update_if(|state| {
         let mut in_flight = lock(&shared.diagnoses_in_flight);
@@ -515,8 +519,17 @@ pub fn start_diagnoses(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
         let (shared, prober) = (Arc::clone(shared), Arc::clone(prober));
         tasks.spawn(async move {
             let _slot = shared.diagnosis_slots.acquire().await.expect("diagnosis semaphore closed");
-            let outcome = raw::diagnose::run(&prober, &work, &settings, wait).await;
             let (name, port, ip) = &guard.key;
+            // Waiting for a slot may take minutes when many addresses fail: one that recovered
+            // meanwhile (or left) gets no packets.
+            let still = shared.with_state(|state| {
+                let id = state.target_id(name, *port)?;
+                Some(state.targets[id.0].results.get(ip)?.state)
+            });
+            if still != Some(work.state) {
+                return;
+            }
+            let outcome = raw::diagnose::run(&prober, &work, &settings, wait).await;
             let summary = outcome.diagnosis.summary.clone();
             let mut new = false;
             shared.update_target(name, *port, |state, id| {
@@ -810,6 +823,7 @@ fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), ConfigError> {
     let outcome = match config::load(path) {
         Ok(new) => {
             let new = Arc::new(new);
+            let was_off = shared.config().global.diagnosis.raw_probes == config::RawProbes::Off;
             shared.update(|state| {
                 // An unchanged file keeps everything as it is: no refresh, no sweep.
                 if !new.same_as(&state.config) {
@@ -817,6 +831,11 @@ fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), ConfigError> {
                 }
                 state.status.reload_ok = true;
             });
+            if was_off && new.global.diagnosis.raw_probes == config::RawProbes::Auto && shared.raw.get().is_none() {
+                tracing::warn!(
+                    "global.diagnosis.raw_probes: auto takes effect at the next start: the raw sockets are opened at start (and need CAP_NET_RAW)"
+                );
+            }
             tracing::info!(file = %path.display(), "configuration reloaded");
             Ok(())
         }

@@ -273,7 +273,7 @@ pub fn diagnose(evidence: &Evidence, at: SystemTime, margin: u8) -> Diagnosis {
                 // (ICMPv6 often arrives while it does), so the rejection may end only the
                 // retransmitted SYN, a second later.
                 diagnosis.summary.push_str(
-                    "; the connect timed out before the kernel acted on it (it may wait for the SYN retransmitted after 1 s): a global.timeout of 2s or more reports this address unreachable or refused",
+                    "; yet the connect timed out: this host's INPUT rules may drop the ICMP (accepting established but not related traffic), or the kernel acted on it only at the SYN retransmitted after 1 s, beyond global.timeout",
                 );
             }
         }

@@ -464,7 +464,10 @@ impl State {
             carried.removed_total = previous.removed_total;
             carried.probe_errors.clone_from(&previous.probe_errors);
             carried.known_keys.clone_from(&previous.known_keys);
-            carried.diagnoses.clone_from(&previous.diagnoses);
+            // Diagnoses made under other settings (hops, margin) are made again; the TTLs seen stay.
+            if config.global.diagnosis == self.config.global.diagnosis {
+                carried.diagnoses.clone_from(&previous.diagnoses);
+            }
             carried.syn_ack_ttls.clone_from(&previous.syn_ack_ttls);
             // A reload that changed the account, or the hold, starts that check afresh; the other
             // keeps its schedule (a rejected login is not tried again because the hold changed).
@@ -495,6 +498,10 @@ impl State {
             }
         }
         next.status = self.status;
+        // Turned off by the reload: nothing is diagnosed from now on, and the metric says so.
+        if config.global.diagnosis.raw_probes == crate::config::RawProbes::Off {
+            next.status.raw_probes = false;
+        }
         // A reload may drop remembered refusals (another account, a target gone): save again.
         let refusals = self
             .targets
@@ -1154,6 +1161,58 @@ mod tests {
             .iter()
             .map(|s| (s.url.clone().unwrap(), s.addresses))
             .collect()
+    }
+
+    #[test]
+    fn a_diagnosis_lasts_while_its_state_does_and_a_reload_that_turns_raw_probes_off_says_so() {
+        use crate::core::diagnosis::{Evidence, diagnose};
+        use crate::core::outcome::Attempt;
+        let yaml = |raw: &str| {
+            format!(
+                "global:\n  diagnosis:\n    raw_probes: {raw}\ntargets:\n  - name: t\n    check: tcp\n    static: [192.0.2.1]\n"
+            )
+        };
+        let mut state = State::new(load(&yaml("auto")));
+        state.status.raw_probes = true;
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let id = TargetId(0);
+        state.recompute(id);
+        let result =
+            |s: ProbeState| ProbeResult::from_attempt(Attempt::ended(s, Duration::ZERO, "x"), 1, SystemTime::now());
+        state.record_probe(id, ip, result(ProbeState::Timeout));
+        let now = SystemTime::now();
+        let jobs = state.take_due_diagnoses(now, |_, _, _| false);
+        assert_eq!(jobs.len(), 1, "a timeout is due at once");
+        let evidence = Evidence {
+            state: ProbeState::Timeout,
+            address: ip,
+            source: "198.51.100.2".parse().unwrap(),
+            direct: None,
+            server_ttls: Vec::new(),
+            server_ttls_own: false,
+            reset_hop: None,
+            trace: Some(crate::core::diagnosis::Trace::default()),
+            local_failure: None,
+            refused_here: false,
+        };
+        assert!(state.record_diagnosis(id, ip, diagnose(&evidence, now, 0), &[]));
+        assert!(
+            !state.record_diagnosis(id, ip, diagnose(&evidence, now, 0), &[]),
+            "the same again is no news"
+        );
+        assert!(
+            state.take_due_diagnoses(now, |_, _, _| false).is_empty(),
+            "not again within trace_interval"
+        );
+        assert!(state.report().targets[0].addresses[0].diagnosis.is_some());
+        // It recovers, then times out again: the old diagnosis explains nothing now.
+        state.record_probe(id, ip, result(ProbeState::Open));
+        state.record_probe(id, ip, result(ProbeState::Timeout));
+        assert!(state.report().targets[0].addresses[0].diagnosis.is_none());
+        assert_eq!(state.take_due_diagnoses(now, |_, _, _| false).len(), 1);
+        // A reload that turns raw probes off: the metric's flag goes to 0.
+        let off = state.reconfigured(&load(&yaml("off")));
+        assert!(!off.status.raw_probes);
     }
 
     #[test]
