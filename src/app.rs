@@ -661,6 +661,8 @@ pub struct Progress {
     pub open: usize,
     /// Session checks (logins, idle holds) running: an idle hold takes its whole `ssh.idle_hold`.
     pub sessions: usize,
+    /// Raw diagnoses of failing addresses started and not finished.
+    pub diagnoses: usize,
     pub elapsed: Duration,
 }
 
@@ -695,12 +697,14 @@ pub async fn check_once<N: Network>(
                     })
                 });
                 let sessions = lock(&shared.sessions_in_flight).len();
+                let diagnoses = lock(&shared.diagnoses_in_flight).len();
                 report(Progress {
                     discovering: discovering.load(std::sync::atomic::Ordering::Relaxed),
                     done,
                     total,
                     open,
                     sessions,
+                    diagnoses,
                     elapsed: started.elapsed(),
                 });
             }

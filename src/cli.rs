@@ -585,6 +585,11 @@ fn show_progress(progress: app::Progress) {
     let elapsed = progress.elapsed.as_secs();
     if progress.discovering {
         eprint!("\r\x1b[2Kasking DNS and the published lists... {elapsed}s");
+    } else if progress.diagnoses > 0 {
+        eprint!(
+            "\r\x1b[2Kprobed {} addresses, {} open; diagnosing {} failing address(es) with raw packets (a trace takes seconds)... {elapsed}s",
+            progress.total, progress.open, progress.diagnoses
+        );
     } else if progress.sessions > 0 {
         eprint!(
             "\r\x1b[2Kprobed {} addresses, {} open; {} session check(s) running (an idle hold lasts ssh.idle_hold)... {elapsed}s",
