@@ -106,6 +106,26 @@ fn ratios_reach_prometheus_and_the_alert(lab: &Lab) {
 }
 
 /// Matches a received alert by name and status.
+/// Raw diagnosis (the lab runs as root) traces the dropped address at its next tick: the
+/// firewall, the first hop, answers time exceeded and drops the rest. Prometheus sees the hop.
+fn trace_reaches_prometheus(lab: &Lab) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = query(lab, &format!("whitelist_audit_ip_path_last_hop{{ip=\"{BROKEN}\"}}"));
+        if let Some(series) = answer["data"]["result"].as_array().and_then(|r| r.first()) {
+            assert_eq!(series["metric"]["hop"], "1", "{answer}");
+            assert_eq!(series["metric"]["hop_ip"], "198.51.100.1", "{answer}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trace of {BROKEN} reached Prometheus\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn is(name: &'static str, status: &'static str) -> impl Fn(&(String, String, Value)) -> bool {
     move |a| a.0 == name && a.1 == status
 }
@@ -307,6 +327,7 @@ fn dropping_one_address_fires_its_alerts_and_fixing_it_resolves_them() {
         }
     }
     ratios_reach_prometheus_and_the_alert(&lab);
+    trace_reaches_prometheus(&lab);
 
     // Every dashboard query returns data from this Prometheus, with the variables at "All".
     let dashboard: Value =
