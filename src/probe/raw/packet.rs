@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use pnet_packet::ip::IpNextHeaderProtocols;
-use pnet_packet::ipv4::Ipv4Packet;
-use pnet_packet::ipv6::Ipv6Packet;
+use pnet_packet::ipv4::{Ipv4Packet, MutableIpv4Packet};
+use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
 use pnet_packet::tcp::{MutableTcpPacket, TcpFlags, TcpOption, TcpPacket};
 use socket2::SockFilter;
 
@@ -65,6 +65,41 @@ pub fn syn(source: IpAddr, destination: SocketAddr, local_port: u16, seq: u32) -
     };
     tcp.set_checksum(checksum);
     buffer
+}
+
+/// The whole IP datagram of a SYN with `ttl` (hop limit): the sending sockets take the IP header
+/// from us. IPv4's checksum, identification and length the kernel fills in.
+pub fn syn_datagram(source: IpAddr, destination: SocketAddr, local_port: u16, seq: u32, ttl: u8) -> Vec<u8> {
+    let segment = syn(source, destination, local_port, seq);
+    let length = u16::try_from(segment.len()).expect("a TCP header");
+    match (source, destination.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut datagram = vec![0u8; 20 + segment.len()];
+            let mut ip = MutableIpv4Packet::new(&mut datagram).expect("the buffer holds an IPv4 header");
+            ip.set_version(4);
+            ip.set_header_length(5);
+            ip.set_total_length(20 + length);
+            ip.set_ttl(ttl);
+            ip.set_next_level_protocol(IpNextHeaderProtocols::Tcp);
+            ip.set_source(s);
+            ip.set_destination(d);
+            ip.set_payload(&segment);
+            datagram
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut datagram = vec![0u8; 40 + segment.len()];
+            let mut ip = MutableIpv6Packet::new(&mut datagram).expect("the buffer holds an IPv6 header");
+            ip.set_version(6);
+            ip.set_payload_length(length);
+            ip.set_next_header(IpNextHeaderProtocols::Tcp);
+            ip.set_hop_limit(ttl);
+            ip.set_source(s);
+            ip.set_destination(d);
+            ip.set_payload(&segment);
+            datagram
+        }
+        _ => segment,
+    }
 }
 
 /// A reply to one of our SYNs in an IPv4 packet (header included), or `None` for anything else.
@@ -225,11 +260,6 @@ pub fn filter_v6() -> Vec<SockFilter> {
     ]
 }
 
-/// Drops everything: the sending sockets would otherwise queue a copy of every TCP segment.
-pub fn filter_nothing() -> Vec<SockFilter> {
-    vec![SockFilter::new(RET_K, 0, 0, 0)]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +351,26 @@ mod tests {
                 ttl: 63
             }
         );
+    }
+
+    #[test]
+    fn a_syn_datagram_carries_its_ttl_and_parses_back_as_our_syn() {
+        let destination: SocketAddr = "192.0.2.11:22".parse().unwrap();
+        let datagram = syn_datagram("198.51.100.2".parse().unwrap(), destination, 61_010, 9, 3);
+        let ip = Ipv4Packet::new(&datagram).unwrap();
+        assert_eq!(
+            (ip.get_ttl(), ip.get_destination()),
+            (3, "192.0.2.11".parse::<Ipv4Addr>().unwrap())
+        );
+        let tcp = TcpPacket::new(&datagram[20..]).unwrap();
+        assert_eq!(
+            (tcp.get_destination(), tcp.get_source(), tcp.get_sequence()),
+            (22, 61_010, 9)
+        );
+        let v6: SocketAddr = "[2001:db8:2::11]:22".parse().unwrap();
+        let datagram = syn_datagram("2001:db8:1::2".parse().unwrap(), v6, 61_011, 10, 2);
+        let ip = Ipv6Packet::new(&datagram).unwrap();
+        assert_eq!((ip.get_hop_limit(), ip.get_payload_length()), (2, 24));
     }
 
     #[test]
