@@ -183,6 +183,24 @@ pub struct Evidence {
     pub refused_here: bool,
 }
 
+impl Evidence {
+    /// Nothing heard yet about `address` in `state`, sending from `source`.
+    pub fn new(state: ProbeState, address: IpAddr, source: IpAddr) -> Self {
+        Self {
+            state,
+            address,
+            source,
+            direct: None,
+            server_ttls: Vec::new(),
+            server_ttls_own: false,
+            reset_hop: None,
+            trace: None,
+            local_failure: None,
+            refused_here: false,
+        }
+    }
+}
+
 /// Where one address fails, as `check`, the API and the metrics show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnosis {
@@ -411,18 +429,7 @@ mod tests {
     }
 
     fn evidence(state: ProbeState) -> Evidence {
-        Evidence {
-            state,
-            address: ip("192.0.2.15"),
-            source: ip("198.51.100.2"),
-            direct: None,
-            server_ttls: Vec::new(),
-            server_ttls_own: false,
-            reset_hop: None,
-            trace: None,
-            local_failure: None,
-            refused_here: false,
-        }
+        Evidence::new(state, ip("192.0.2.15"), ip("198.51.100.2"))
     }
 
     #[test]

@@ -1184,16 +1184,8 @@ mod tests {
         let jobs = state.take_due_diagnoses(now, |_, _, _| false);
         assert_eq!(jobs.len(), 1, "a timeout is due at once");
         let evidence = Evidence {
-            state: ProbeState::Timeout,
-            address: ip,
-            source: "198.51.100.2".parse().unwrap(),
-            direct: None,
-            server_ttls: Vec::new(),
-            server_ttls_own: false,
-            reset_hop: None,
             trace: Some(crate::core::diagnosis::Trace::default()),
-            local_failure: None,
-            refused_here: false,
+            ..Evidence::new(ProbeState::Timeout, ip, "198.51.100.2".parse().unwrap())
         };
         assert!(state.record_diagnosis(id, ip, diagnose(&evidence, now, 0), &[]));
         assert!(

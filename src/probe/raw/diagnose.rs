@@ -42,16 +42,9 @@ pub fn reply_wait(timeout: Duration) -> Duration {
 pub async fn run(raw: &RawProber, job: &Job, settings: &Settings, wait: Duration) -> Outcome {
     let mut syn_acks = Vec::new();
     let failed = |source: IpAddr, error: &std::io::Error, refused_here: bool| Evidence {
-        state: job.state,
-        address: job.address.ip(),
-        source,
-        direct: None,
-        server_ttls: Vec::new(),
-        server_ttls_own: false,
-        reset_hop: None,
-        trace: None,
         local_failure: Some(error.to_string()),
         refused_here,
+        ..Evidence::new(job.state, job.address.ip(), source)
     };
     let evidence = match super::source_for(job.address) {
         // No route from here at all: nothing was sent, so nothing is anyone's verdict.
@@ -78,18 +71,7 @@ async fn gather(
     syn_acks: &mut Vec<(IpAddr, u8)>,
 ) -> std::io::Result<Evidence> {
     let destination = job.address;
-    let mut evidence = Evidence {
-        state: job.state,
-        address: destination.ip(),
-        source,
-        direct: None,
-        server_ttls: Vec::new(),
-        server_ttls_own: false,
-        reset_hop: None,
-        trace: None,
-        local_failure: None,
-        refused_here: false,
-    };
+    let mut evidence = Evidence::new(job.state, destination.ip(), source);
     // A timeout is traced at once: its full-TTL SYN would only wait out the same silence.
     let flow = raw.new_flow();
     if job.state != ProbeState::Timeout {
